@@ -1,0 +1,117 @@
+"""The result store: a folder of JSON records at deterministic paths.
+
+- ``path_for(key)`` = ``<root>/<key>.json`` (see :func:`compbench.bench.record.cell_key`).
+- Writes are atomic: a temp file in the same folder, fsync, ``os.replace``; a crash
+  never leaves a half-written record, and concurrent writers of the same cell never
+  interleave (the last complete write wins).
+- Loading validates every record; a malformed one is reported with its path and
+  skipped, the others still load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from compbench.bench.record import Record, SchemaError, migrate, to_json
+from compbench.errors import RecordError, UsageError
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """A record file that could not be loaded, and why (one line)."""
+
+    path: Path
+    reason: str
+
+
+def load_record(path: Path | str) -> Record:
+    """Read, migrate and validate one record; raises RecordError naming the file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RecordError(f"{p}: no such record file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{p}: cannot read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{p}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(doc, dict):
+        raise RecordError(f"{p}: a record must be a JSON object")
+    try:
+        return Record.model_validate(migrate(doc))
+    except SchemaError as exc:
+        raise RecordError(f"{p}: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "<root>"
+        raise RecordError(f"{p}: invalid record: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+class ResultStore:
+    """Records under ``root`` at ``<root>/<key>.json``."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def path_for(self, key: str) -> Path:
+        """Deterministic path of a cell's record."""
+        return self.root / f"{key}.json"
+
+    def exists(self, key: str) -> bool:
+        """Whether a record file exists for ``key``."""
+        return self.path_for(key).is_file()
+
+    def write(self, record: Record) -> Path:
+        """Atomically write ``record`` to its path; returns the path."""
+        path = self.path_for(record.key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise UsageError(f"results directory {self.root} is not writable: {exc.strerror or exc}") from exc
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(to_json(record))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    def read(self, key: str) -> Record:
+        """Load the record of ``key`` (RecordError when missing or malformed)."""
+        return load_record(self.path_for(key))
+
+    def paths(self) -> list[Path]:
+        """All record files (temp files excluded), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.rglob("*.json") if not p.name.startswith("."))
+
+    def iter_records(self) -> Iterator[Record | LoadProblem]:
+        """Every record, or a LoadProblem for each file that failed validation (never raises for one file)."""
+        for p in self.paths():
+            try:
+                yield load_record(p)
+            except RecordError as exc:
+                yield LoadProblem(p, str(exc))
+
+    def load_all(self) -> tuple[list[Record], list[LoadProblem]]:
+        """All valid records and the problems of the invalid ones."""
+        good: list[Record] = []
+        bad: list[LoadProblem] = []
+        for r in self.iter_records():
+            (bad if isinstance(r, LoadProblem) else good).append(r)  # type: ignore[arg-type]
+        return good, bad

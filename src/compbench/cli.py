@@ -1,0 +1,252 @@
+"""The ``compbench`` command line: thin wrappers that parse, call one library function and print.
+
+Errors: a bad input prints one line on stderr (``error: ...``) and exits 2 (usage)
+or 1 (run failure); ``--debug`` re-raises with the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from compbench.errors import CompbenchError, UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    """Silence library progress bars and warnings that would drown the summary."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    logging.getLogger("mteb").setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn CompbenchError into one line + exit code; other exceptions too unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return fn(*args, **kwargs)
+        except CompbenchError as exc:
+            if debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]: finished records were kept", highlight=False)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if debug:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+                              highlight=False, soft_wrap=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise UsageError(f"--option expects key=value, got '{p}'")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.version_option(package_name="compbench")
+def main(debug: bool) -> None:
+    """compbench: benchmark embedding compression methods at a memory budget."""
+    _quiet_libraries()
+
+
+@main.command()
+@click.option("--method", "-m", required=True, help="Method name (see `compbench list methods`).")
+@click.option("--budget", "-b", required=True, help="Memory budget: '40x', '10x', '1.5x' or '1.5MiB', '800KB', '1172044B'.")
+@click.option("--track", default="posthoc", show_default=True, help="posthoc | train | words | store.")
+@click.option("--task", "-t", default=None, help="Task name (default: the track's default, stsb for posthoc).")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores); recorded.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default=None, help="Train track: comma-separated seeds aggregated as mean +- std (e.g. 0,1,2).")
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="Results folder (default: $COMPBENCH_RESULTS or results/).")
+@click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value (repeatable).")
+@click.option("--model", default=None, help="Sentence encoder path or hub id (default: bundled all-MiniLM-L6-v2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
+@handle_errors
+def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
+        seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool) -> None:
+    """Run one cell: compress, evaluate, measure, write one record."""
+    from compbench.bench.record import to_json
+    from compbench.bench.runner import run_cell
+    from compbench.bench.store import ResultStore
+    from compbench.config import RunConfig, default_results_dir
+
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+        except ValueError as exc:
+            raise UsageError(f"--seeds expects comma-separated integers, got '{seeds}'") from exc
+    cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
+                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list)
+    store = ResultStore(results or default_results_dir())
+    record = run_cell(cfg, store)
+    if as_json:
+        click.echo(to_json(record), nl=False)
+    else:
+        print_record(record, store.path_for(record.key))
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def print_record(record: Any, path: Path | None = None) -> None:
+    """Pretty-print a record summary with rich."""
+    t = Table(title=f"[bold]{record.key}[/]", show_header=False, title_justify="left")
+    t.add_column("field", style="cyan")
+    t.add_column("value")
+    status_style = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim"}.get(record.status, "")
+    t.add_row("status", f"[{status_style}]{record.status}[/]" + (f"  ({record.error})" if record.error else ""))
+    t.add_row("method", f"{record.method.name} v{record.method.version}  {json.dumps(record.method.config, sort_keys=True)}")
+    t.add_row("task", f"{record.task.name} v{record.task.version} ({record.track}); metric {record.task.metric}")
+    b = record.budget
+    ratio = f"{b.achieved_ratio:.2f}x" if b.achieved_ratio else "-"
+    t.add_row("budget", f"{b.spec}: allowed {_fmt_bytes(b.allowed_bytes)} of {_fmt_bytes(b.reference_bytes)}; "
+                        f"stored {_fmt_bytes(b.stored_bytes)} (achieved {ratio})")
+    m = record.metrics
+    if m.main is not None:
+        extra = f"  (std {m.scores['main_std']:.4f} over seeds {m.seeds})" if "main_std" in m.scores else ""
+        t.add_row("score", f"{record.task.metric} = {m.main:.4f}{extra}")
+    if m.retention is not None:
+        t.add_row("retention", f"{m.retention:.4f} of dense {m.dense_score:.4f}")
+    lk = record.measurements.get("lookup")
+    if lk:
+        t.add_row("lookup", f"{lk['candidate']['median']:,.0f} tok/s (p10 {lk['candidate']['p10']:,.0f}, p90 "
+                            f"{lk['candidate']['p90']:,.0f}, n {lk['candidate']['n']}) vs dense "
+                            f"{lk['dense']['median']:,.0f} tok/s: ratio {lk['ratio']:.3f}")
+    for k in ("fit_time_s", "eval_time_s", "train_time_s"):
+        if k in record.measurements:
+            t.add_row(k.replace("_s", " (s)").replace("_", " "), f"{record.measurements[k]:.2f}")
+    mem = record.measurements.get("memory") or {}
+    if mem:
+        s = f"peak RSS {_fmt_bytes(mem.get('peak_rss_bytes'))}"
+        if mem.get("peak_allocated_bytes") is not None:
+            s += f"; GPU peak allocated {_fmt_bytes(mem['peak_allocated_bytes'])}, reserved {_fmt_bytes(mem['peak_reserved_bytes'])}"
+        t.add_row("memory", s)
+    p = record.params
+    t.add_row("params", f"embedding {p.embedding or 0:,} (trainable {p.trainable or 0:,}); total {p.total or 0:,}")
+    t.add_row("device", f"{record.device.kind} ({record.device.name}), {record.device.threads} threads, seed {record.seed}")
+    pv = record.provenance
+    t.add_row("provenance", f"git {str(pv.get('git_sha'))[:10]}{' (dirty)' if pv.get('git_dirty') else ''}, "
+                            f"{pv.get('created_at')}")
+    if path is not None:
+        t.add_row("record", str(path))
+    console.print(t)
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "tasks", "datasets"]))
+@click.option("--track", default=None, help="Only tasks of this track.")
+@handle_errors
+def list_cmd(what: str, track: str | None) -> None:
+    """List methods, tasks or datasets with their cards."""
+    if what == "methods":
+        from compbench.methods import get_method_class, list_methods
+
+        t = Table(title="methods")
+        for col in ("name", "version", "family", "tracks", "reference", "description"):
+            t.add_column(col, overflow="fold")
+        for n in list_methods():
+            c = get_method_class(n).card
+            t.add_row(c.name, str(c.version), c.family, ", ".join(c.modes), c.reference, c.description)
+    elif what == "tasks":
+        from compbench.tasks import TASKS, get_task
+
+        t = Table(title="tasks")
+        for col in ("track", "name", "version", "metric", "dataset", "protocol"):
+            t.add_column(col, overflow="fold")
+        for key in TASKS.names():
+            tr, name = key.split("/", 1)
+            if track and tr != track:
+                continue
+            c = get_task(tr, name).card
+            t.add_row(tr, c.name, str(c.version), c.metric + (" (higher better)" if c.higher_is_better else " (lower better)"),
+                      c.dataset or "-", c.protocol)
+    else:
+        from compbench.datasets import get_dataset_card, list_datasets
+
+        t = Table(title="datasets (offline snapshots; hub id for online use)")
+        for col in ("name", "splits", "kind", "hub id", "description"):
+            t.add_column(col, overflow="fold")
+        for n in list_datasets():
+            c = get_dataset_card(n)
+            hub = c.hf_id + (f" [{c.hf_config}]" if c.hf_config else "")
+            t.add_row(c.name, ", ".join(c.splits), c.kind, hub, c.description)
+    console.print(t)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the validated record as JSON.")
+@handle_errors
+def show(path: Path, as_json: bool) -> None:
+    """Pretty-print a result record."""
+    from compbench.bench.record import to_json
+    from compbench.bench.store import load_record
+
+    record = load_record(path)
+    if as_json:
+        click.echo(to_json(record), nl=False)
+    else:
+        print_record(record, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,62 @@
+"""Run configuration: frozen dataclasses; precedence CLI > environment > defaults.
+
+The only environment variable compbench reads is ``COMPBENCH_RESULTS`` (the
+default results folder), and it is read here, once, at import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_RESULTS = os.environ.get("COMPBENCH_RESULTS")
+DEFAULT_RESULTS = "results"
+
+
+def default_results_dir() -> Path:
+    """``$COMPBENCH_RESULTS`` if it was set when compbench was imported, else ``results/``."""
+    return Path(ENV_RESULTS or DEFAULT_RESULTS)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell to run.
+
+    Attributes:
+        method: method registry name.
+        budget: budget string (``40x``, ``1.5MiB``...).
+        track: ``posthoc`` (default), ``train``, ...
+        task: task name (None: the track's default, ``stsb`` for posthoc).
+        device: ``cpu`` / ``cuda`` / ``cuda:N`` / ``auto``.
+        threads: torch intra-op threads (None: all available cores); recorded.
+        seed: seed for every random choice of the cell.
+        options: method hyperparameter overrides (``--option k=v``), recorded and part of the key.
+        model: sentence encoder (None: the bundled all-MiniLM-L6-v2).
+        fresh_process: whether this process was started for this cell (peak RSS is then per cell).
+        batch_size: evaluation batch size.
+        lookup_iters: timed lookup calls per module.
+        seeds: train track: several seeds aggregated into one record (mean +- std).
+    """
+
+    method: str
+    budget: str
+    track: str = "posthoc"
+    task: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    fresh_process: bool = False
+    batch_size: int = 64
+    lookup_iters: int = 30
+    seeds: tuple[int, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view (recorded in provenance)."""
+        d = asdict(self)
+        d["seeds"] = list(self.seeds) if self.seeds is not None else None
+        return d

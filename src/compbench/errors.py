@@ -1,0 +1,69 @@
+"""Exception types that the CLI turns into one-line messages and exit codes.
+
+Usage errors (bad names, malformed budgets, unattainable budgets, bad flags) exit
+with code 2; run failures (missing data, a crashing cell) exit with code 1.
+"""
+
+from __future__ import annotations
+
+
+class CompbenchError(Exception):
+    """Base class: a failure that has a clear one-line explanation (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(CompbenchError):
+    """The user asked for something malformed or impossible (exit code 2)."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError, KeyError):
+    """An unknown registry name; the message carries a did-you-mean suggestion."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetError(UsageError):
+    """A malformed budget string."""
+
+
+class UnattainableBudgetError(UsageError):
+    """A method cannot meet the requested budget; names the smallest it can meet."""
+
+    def __init__(self, method: str, allowed_bytes: int, min_bytes: int, reference_bytes: int | None = None):
+        self.method = method
+        self.allowed_bytes = int(allowed_bytes)
+        self.min_bytes = int(min_bytes)
+        self.reference_bytes = reference_bytes
+        msg = (
+            f"method '{method}' cannot meet this budget: it allows {allowed_bytes:,} B but the smallest "
+            f"configuration stores {min_bytes:,} B"
+        )
+        if reference_bytes:
+            ratio = reference_bytes / min_bytes
+            msg += f"; the smallest budget it can meet is {format_ratio_floor(ratio)} (or {min_bytes}B)"
+        super().__init__(msg)
+
+
+class TrackError(UsageError):
+    """A method does not support the requested track/mode."""
+
+
+class DataError(CompbenchError):
+    """Missing, empty or malformed data files."""
+
+
+class RecordError(CompbenchError):
+    """A malformed or unreadable result record."""
+
+
+def format_ratio_floor(ratio: float) -> str:
+    """Format a compression ratio rounded *down* to 2 decimals, as a budget string (e.g. '29.49x')."""
+    import math
+
+    r = math.floor(ratio * 100) / 100
+    text = f"{r:.2f}".rstrip("0").rstrip(".")
+    return f"{text}x"

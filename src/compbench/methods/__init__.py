@@ -1,0 +1,48 @@
+"""The method registry.
+
+Methods register at their definition with ``@METHODS.register("name")``; the
+map below adds every built-in as a lazy ``module:attr`` entry so heavy imports
+(faiss, ml_dtypes) happen only when the method is used. To add a method: write
+``methods/<name>.py`` with a :class:`~compbench.methods.base.Method` subclass,
+decorate it, and add a line here. The conformance tests pick it up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+_BUILTIN = {
+    "dense": "compbench.methods.dense:Dense",
+    "svd": "compbench.methods.svd:SVD",
+    "quant-int8": "compbench.methods.quant:QuantInt8",
+    "quant-int4": "compbench.methods.quant:QuantInt4",
+    "quant-int2": "compbench.methods.quant:QuantInt2",
+    "quant-binary": "compbench.methods.quant:QuantBinary",
+    "quant-fp16": "compbench.methods.quant:QuantFP16",
+    "quant-fp8": "compbench.methods.quant:QuantFP8",
+}
+for _name, _target in _BUILTIN.items():
+    METHODS.add_lazy(_name, _target)
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate the method registered as ``name`` (unknown names suggest the closest)."""
+    return METHODS.get(name)(**options)
+
+
+def get_method_class(name: str) -> type[Method]:
+    """The class registered as ``name``."""
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    """All registered method names, sorted."""
+    return METHODS.names()
+
+
+__all__ = ["METHODS", "CompressedEmbedding", "Method", "MethodCard", "get_method", "get_method_class", "list_methods"]

@@ -1,0 +1,158 @@
+"""Method contracts.
+
+A *method* is a registry entry (key = its card's kebab-case name) that turns a
+memory budget into a :class:`CompressedEmbedding`:
+
+- ``posthoc`` mode: :meth:`Method.compress` compresses a pretrained ``[V, d]`` table;
+- ``train`` mode: :meth:`Method.build` creates a trainable module trained end to end.
+
+:meth:`Method.configure` picks the largest hyperparameters whose stored size fits
+``budget_bytes`` and raises :class:`~compbench.errors.UnattainableBudgetError`
+(naming the smallest budget it can meet) otherwise. Methods never report their
+own bytes: the harness measures the returned module (``bench.accounting``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from compbench.errors import TrackError, UnattainableBudgetError, UsageError
+
+MODES = ("posthoc", "train")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """Static description of a method: shown by ``compbench list methods`` and stored in records."""
+
+    name: str
+    version: int
+    family: str
+    reference: str
+    modes: tuple[str, ...]
+    description: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)  # option name -> help
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "family": self.family,
+            "reference": self.reference,
+            "modes": list(self.modes),
+            "description": self.description,
+        }
+
+
+class CompressedEmbedding(nn.Module):
+    """An embedding module ``ids[...] -> [..., d]`` whose state_dict is exactly what it stores."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def materialize(self, chunk: int = 8192) -> torch.Tensor:
+        """The full ``[V, d]`` float32 table this module represents (used for fast quality evaluation)."""
+        dev = next((t.device for t in self.state_dict().values()), torch.device("cpu"))
+        out = []
+        for start in range(0, self.num_embeddings, chunk):
+            ids = torch.arange(start, min(start + chunk, self.num_embeddings), device=dev)
+            out.append(self.forward(ids).float())
+        return torch.cat(out, 0)
+
+
+class DenseEmbedding(CompressedEmbedding):
+    """A plain fp32 table (the reference), usable in both modes."""
+
+    def __init__(self, weight: torch.Tensor, trainable: bool = False):
+        super().__init__(weight.shape[0], weight.shape[1])
+        self.weight = nn.Parameter(weight.detach().clone().float(), requires_grad=trainable)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.weight)
+
+    @torch.no_grad()
+    def materialize(self, chunk: int = 8192) -> torch.Tensor:
+        return self.weight.detach().float().clone()
+
+
+class Method:
+    """Base class for registry methods. Subclasses set ``card`` and implement configure + compress/build.
+
+    Args:
+        **options: user overrides of hyperparameters (``--option key=value`` on the CLI); they are
+            validated against ``card.options`` and recorded in the config.
+    """
+
+    card: ClassVar[MethodCard]
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.card.options))
+        if unknown:
+            known = ", ".join(sorted(self.card.options)) or "none"
+            raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(unknown)} (options: {known})")
+        self.options = dict(options)
+
+    # -- budget -> hyperparameters -----------------------------------------
+    def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        """Largest hyperparameters that fit ``budget_bytes``; raise UnattainableBudgetError otherwise."""
+        raise NotImplementedError
+
+    def unattainable(self, num_embeddings: int, embedding_dim: int, budget_bytes: int, min_bytes: int) -> UnattainableBudgetError:
+        """Build the standard error naming the smallest budget this method can meet."""
+        return UnattainableBudgetError(self.card.name, budget_bytes, min_bytes, num_embeddings * embedding_dim * 4)
+
+    # -- modes -----------------------------------------------------------------
+    def supports(self, mode: str) -> bool:
+        """Whether the method supports ``mode`` ('posthoc' or 'train')."""
+        return mode in self.card.modes
+
+    def require(self, mode: str) -> None:
+        """Raise TrackError naming the supported tracks when ``mode`` is unsupported."""
+        if not self.supports(mode):
+            raise TrackError(
+                f"method '{self.card.name}' does not support the '{mode}' track; it supports: {', '.join(self.card.modes)}"
+            )
+
+    def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        """Posthoc mode: compress a pretrained ``[V, d]`` float table."""
+        self.require("posthoc")
+        raise NotImplementedError
+
+    def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
+              init_table: torch.Tensor | None = None) -> CompressedEmbedding:
+        """Train mode: a freshly initialised trainable module (``init_table`` only for methods that distil one)."""
+        self.require("train")
+        raise NotImplementedError
+
+    def option(self, key: str, default: Any) -> Any:
+        """A user option cast to the type of ``default``."""
+        if key not in self.options:
+            return default
+        value = self.options[key]
+        if isinstance(default, bool):
+            return str(value).lower() in ("1", "true", "yes", "on") if not isinstance(value, bool) else value
+        if default is None:
+            return value
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"option {key}={value!r} of method '{self.card.name}' must be {type(default).__name__}") from exc
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with ``seed`` (methods take all randomness from explicit generators)."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g

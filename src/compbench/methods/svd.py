@@ -1,0 +1,82 @@
+"""Truncated SVD (post-hoc low-rank factorisation) of a pretrained table.
+
+``E ~= (U_r S_r) V_r^T`` with both factors stored in fp32: ``4 r (V + d)`` bytes.
+The rank is the largest that fits the budget (as ``get_lin_rec_latent_dim`` in
+the direction-AE paper's code). Computed exactly with ``torch.linalg.svd``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from compbench.methods import METHODS
+from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+
+
+class LowRankEmbedding(CompressedEmbedding):
+    """``E[ids] = A[ids] @ B`` with ``A: [V, r]`` and ``B: [r, d]``."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, trainable: bool = False):
+        super().__init__(a.shape[0], b.shape[1])
+        self.a = nn.Parameter(a.float().contiguous(), requires_grad=trainable)
+        self.b = nn.Parameter(b.float().contiguous(), requires_grad=trainable)
+
+    @property
+    def rank(self) -> int:
+        """The factorisation rank r."""
+        return self.a.shape[1]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.a) @ self.b
+
+    @torch.no_grad()
+    def materialize(self, chunk: int = 8192) -> torch.Tensor:
+        return (self.a @ self.b).float()
+
+
+def max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int) -> int:
+    """Largest r with fp32 factors ``4 r (V + d) <= budget_bytes``, capped at min(V, d)."""
+    r = budget_bytes // (4 * (num_embeddings + embedding_dim))
+    return int(min(r, num_embeddings, embedding_dim))
+
+
+@METHODS.register("svd")
+class SVD(Method):
+    """Truncated SVD with the largest rank that fits the budget."""
+
+    card = MethodCard(
+        name="svd",
+        version=1,
+        family="low-rank",
+        reference="Eckart & Young 1936; the SVD baseline of Balazy et al. 2021 (arXiv 2106.08181)",
+        modes=("posthoc",),
+        description="E ~= (U_r S_r) V_r^T, fp32 factors, rank from the budget",
+        options={"rank": "force a rank (must still fit the budget)"},
+    )
+
+    def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        r = max_rank(num_embeddings, embedding_dim, budget_bytes)
+        if r < 1:
+            raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, 4 * (num_embeddings + embedding_dim))
+        forced = self.option("rank", 0)
+        if forced:
+            if forced > r:
+                raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
+                                        4 * forced * (num_embeddings + embedding_dim))
+            r = forced
+        return {"rank": r}
+
+    def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        r = int(config["rank"])
+        u, s, vh = torch.linalg.svd(table.double(), full_matrices=False)
+        # sign convention: make the largest-magnitude entry of each right singular vector positive
+        idx = vh[:r].abs().argmax(dim=1)
+        signs = torch.sign(vh[:r].gather(1, idx[:, None])).squeeze(1)
+        signs[signs == 0] = 1
+        a = (u[:, :r] * (s[:r] * signs))
+        b = vh[:r] * signs[:, None]
+        return LowRankEmbedding(a.float(), b.float())

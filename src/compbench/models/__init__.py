@@ -1,0 +1,1 @@
+"""Backbones: the pretrained sentence encoder (posthoc track) and small classifiers (train track)."""

@@ -1,0 +1,60 @@
+"""The task registry: keys are ``"<track>/<name>"``; ``get_task(track, name)`` looks one up."""
+
+from __future__ import annotations
+
+from compbench.errors import UnknownNameError
+from compbench.registry import Registry
+from compbench.tasks.base import TRACKS, Task, TaskCard
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+_BUILTIN = {
+    "posthoc/stsb": "compbench.tasks.posthoc:STSB",
+    "posthoc/sst2": "compbench.tasks.posthoc:SST2",
+    "posthoc/trec": "compbench.tasks.posthoc:TREC",
+    "posthoc/mr": "compbench.tasks.posthoc:MR",
+    "posthoc/cr": "compbench.tasks.posthoc:CR",
+    "posthoc/subj": "compbench.tasks.posthoc:SUBJ",
+    "posthoc/mpqa": "compbench.tasks.posthoc:MPQA",
+    "posthoc/fidelity": "compbench.tasks.posthoc:Fidelity",
+}
+for _k, _v in _BUILTIN.items():
+    TASKS.add_lazy(_k, _v)
+
+DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "stsb"}
+
+
+def get_task(track: str, name: str) -> Task:
+    """Instantiate the task ``name`` of ``track``; unknown names suggest the closest in that track."""
+    if track not in TRACKS:
+        import difflib
+
+        hint = difflib.get_close_matches(track, TRACKS, n=1)
+        raise UnknownNameError(f"unknown track '{track}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
+                               + f" (tracks: {', '.join(TRACKS)})")
+    key = f"{track}/{name}"
+    if key not in TASKS:
+        import difflib
+
+        names = list_tasks(track)
+        hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        other = [t for t in TRACKS if f"{t}/{name}" in TASKS]
+        msg = f"unknown task '{name}' for track '{track}'"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif other:
+            msg += f"; '{name}' exists in track(s) {', '.join(other)}"
+        msg += f" (tasks: {', '.join(names) or 'none yet'})"
+        raise UnknownNameError(msg)
+    return TASKS.get(key)()
+
+
+def list_tasks(track: str | None = None) -> list[str]:
+    """Task names of one track (or all keys ``track/name`` when track is None)."""
+    keys = TASKS.names()
+    if track is None:
+        return keys
+    return [k.split("/", 1)[1] for k in keys if k.startswith(track + "/")]
+
+
+__all__ = ["DEFAULT_TASKS", "TASKS", "Task", "TaskCard", "get_task", "list_tasks"]
