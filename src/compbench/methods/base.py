@@ -37,6 +37,9 @@ class MethodCard:
     modes: tuple[str, ...]
     description: str = ""
     options: Mapping[str, str] = field(default_factory=dict)  # option name -> help
+    # train track: "random" (build() initialises from scratch) or "pretrained" (build() receives the
+    # pretrained MiniLM token table as init_table, e.g. ADE's stage-1 distillation)
+    train_init: str = "random"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
@@ -135,6 +138,12 @@ class Method:
         """Train mode: a freshly initialised trainable module (``init_table`` only for methods that distil one)."""
         self.require("train")
         raise NotImplementedError
+
+    def custom_classifier(self, embedding: CompressedEmbedding, num_classes: int, config: Mapping[str, Any], *,
+                          seed: int) -> nn.Module | None:
+        """Train track hook: a full classifier ``(ids [B, L], mask [B, L] bool) -> logits [B, C]`` built around
+        ``embedding`` (e.g. ADE's anchor-level SAT + GPE pipeline), or None (default) to use the task's backbone."""
+        return None
 
     def option(self, key: str, default: Any) -> Any:
         """A user option cast to the type of ``default``."""
