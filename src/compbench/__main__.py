@@ -1,0 +1,5 @@
+"""``python -m compbench`` runs the CLI."""
+
+from compbench.cli import main
+
+main()

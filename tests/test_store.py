@@ -1,0 +1,95 @@
+"""Records and the result store: round trip, atomic writes, malformed records skipped, schema versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compbench.bench.record import SCHEMA_VERSION, BudgetInfo, DeviceInfo, MethodInfo, Record, TaskInfo, cell_key, migrate, to_json
+from compbench.bench.store import LoadProblem, ResultStore, load_record
+from compbench.errors import RecordError
+
+
+def make_record(method: str = "svd", budget: str = "10x", seed: int = 0, main: float = 0.5) -> Record:
+    key = cell_key("posthoc", "stsb", method, budget, "cpu", 1, seed)
+    return Record(
+        key=key, status="ok", track="posthoc", seed=seed,
+        method=MethodInfo(name=method, version=1, family="low-rank", reference="x", config={"rank": 3}),
+        task=TaskInfo(name="stsb", version=1, track="posthoc", metric="cosine_spearman", higher_is_better=True, tolerance=0.005),
+        budget=BudgetInfo(spec=budget, reference_bytes=1000, allowed_bytes=100, stored_bytes=90, achieved_ratio=11.1111111),
+        device=DeviceInfo(kind="cpu", name="test", threads=1),
+        metrics={"main": main, "scores": {"cosine_spearman": main}},
+    )
+
+
+def test_key_is_deterministic_and_option_sensitive() -> None:
+    a = cell_key("posthoc", "stsb", "svd", "10x", "cpu", 2, 0)
+    assert a == "posthoc/stsb/svd/10x/cpu-2t-s0"
+    b = cell_key("posthoc", "stsb", "svd", "10x", "cpu", 2, 0, {"rank": "5"})
+    assert b.startswith("posthoc/stsb/svd+") and b != a
+    assert b == cell_key("posthoc", "stsb", "svd", "10x", "cpu", 2, 0, {"rank": "5"})
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    rec = make_record()
+    path = store.write(rec)
+    assert path == tmp_path / "posthoc/stsb/svd/10x/cpu-1t-s0.json"
+    back = store.read(rec.key)
+    assert to_json(back) == to_json(rec)
+    assert back.budget.achieved_ratio == pytest.approx(11.1111, rel=1e-5)  # rounded at write time
+    assert not list(path.parent.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_malformed_records_are_reported_and_skipped(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    store.write(make_record(seed=0))
+    store.write(make_record(seed=1))
+    bad_json = tmp_path / "posthoc/stsb/svd/10x/cpu-1t-s2.json"
+    bad_json.write_text("{ not json")
+    wrong_schema = tmp_path / "posthoc/stsb/svd/10x/cpu-1t-s3.json"
+    wrong_schema.write_text(json.dumps({"schema_version": 1, "key": "k"}))
+    good, bad = store.load_all()
+    assert len(good) == 2
+    assert {p.path for p in bad} == {bad_json, wrong_schema}
+    assert all(isinstance(p, LoadProblem) and str(p.path) in p.reason for p in bad)
+    with pytest.raises(RecordError, match="malformed JSON"):
+        load_record(bad_json)
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    doc = json.loads(to_json(make_record()))
+    doc["schema_version"] = SCHEMA_VERSION + 1
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(RecordError, match="upgrade compbench"):
+        load_record(p)
+    assert migrate(json.loads(to_json(make_record())))["schema_version"] == SCHEMA_VERSION
+
+
+def test_extra_fields_rejected(tmp_path: Path) -> None:
+    doc = json.loads(to_json(make_record()))
+    doc["surprise"] = 1
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(RecordError, match="surprise"):
+        load_record(p)
+
+
+def test_failed_write_leaves_previous_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ResultStore(tmp_path)
+    rec = make_record(main=0.5)
+    store.write(rec)
+    import os
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        store.write(make_record(main=0.9))
+    monkeypatch.undo()
+    assert store.read(rec.key).metrics.main == 0.5
+    assert not list((tmp_path / "posthoc/stsb/svd/10x").glob(".*.tmp"))
