@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.record import SCHEMA_VERSION, BudgetInfo, DeviceInfo, MethodInfo, Record, TaskInfo, cell_key, migrate, to_json
+from compbench.bench.record import SCHEMA_VERSION, cell_key, migrate, to_json
 from compbench.bench.store import LoadProblem, ResultStore, load_record
 from compbench.errors import RecordError
 
 
-def make_record(method: str = "svd", budget: str = "10x", seed: int = 0, main: float = 0.5) -> Record:
-    key = cell_key("posthoc", "stsb", method, budget, "cpu", 1, seed)
-    return Record(
-        key=key, status="ok", track="posthoc", seed=seed,
-        method=MethodInfo(name=method, version=1, family="low-rank", reference="x", config={"rank": 3}),
-        task=TaskInfo(name="stsb", version=1, track="posthoc", metric="cosine_spearman", higher_is_better=True, tolerance=0.005),
-        budget=BudgetInfo(spec=budget, reference_bytes=1000, allowed_bytes=100, stored_bytes=90, achieved_ratio=11.1111111),
-        device=DeviceInfo(kind="cpu", name="test", threads=1),
-        metrics={"main": main, "scores": {"cosine_spearman": main}},
-    )
+from tests_support import make_record  # noqa: E402,F401
 
 
 def test_key_is_deterministic_and_option_sensitive() -> None:
