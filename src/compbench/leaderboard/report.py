@@ -1,0 +1,175 @@
+"""Render a whole report folder from stored records.
+
+:func:`render_report` is a pure function (records -> ``{relative path: bytes}``);
+:func:`write_report` loads a results folder, renders, and writes the files:
+
+```
+<out>/index.md, index.html                      overview
+<out>/<track>/<task>/<device>.md, .html         one page per track, task and device (device = cpu-1t, ...)
+<out>/<track>/<task>/<device>.bytes.png         quality vs stored bytes (referenced by the .md page)
+<out>/<track>/<task>/<device>.speed.png         quality vs lookup throughput
+<out>/.compbench-report                         manifest of the generated files
+```
+
+The HTML pages embed the same PNGs as base64, so each ``.html`` file stands alone. The manifest lets
+the next run remove pages that are no longer generated (a task whose records were deleted, or a
+narrower ``--task`` filter), and nothing else: files that compbench did not write are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from compbench.bench.record import Record
+from compbench.bench.store import LoadProblem, ResultStore
+from compbench.errors import UsageError
+from compbench.leaderboard import plots, render
+from compbench.leaderboard.frame import aggregate, to_frame
+from compbench.leaderboard.table import build_leaderboards, build_overview
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".compbench-report"
+
+
+def _match(values: Sequence[str], cells: pd.DataFrame, columns: Sequence[str], what: str) -> pd.Series:
+    """Rows whose value in any of ``columns`` is one of ``values``; unknown values raise UsageError."""
+    keep = pd.Series(False, index=cells.index)
+    known: set[str] = set()
+    for col in columns:
+        known |= {str(x) for x in cells[col]}
+    for v in values:
+        hits = pd.Series(False, index=cells.index)
+        for col in columns:
+            hits |= cells[col].astype(str) == v
+        if not hits.any():
+            raise UsageError(f"no records for {what} '{v}' (available: {', '.join(sorted(known)) or 'none'})")
+        keep |= hits
+    return keep
+
+
+def select_cells(cells: pd.DataFrame, *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
+                 tracks: Sequence[str] = ()) -> pd.DataFrame:
+    """Filter cells: ``tasks`` match the task (``stsb``, ``trec+bag+d64``, or the plain name ``trec``, each also as
+    ``track/task``), ``devices`` match the label (``cpu-1t``) or
+    the kind (``cpu``), ``tracks`` match the track. Empty filters keep everything."""
+    if cells.empty:
+        return cells
+    cells = cells.assign(track_task=cells["track"].astype(str) + "/" + cells["task"].astype(str),
+                         track_task_name=cells["track"].astype(str) + "/" + cells["task_name"].astype(str))
+    keep = pd.Series(True, index=cells.index)
+    if tracks:
+        keep &= _match(tracks, cells, ["track"], "track")
+    if tasks:
+        keep &= _match(tasks, cells, ["task", "task_name", "track_task", "track_task_name"], "task")
+    if devices:
+        keep &= _match(devices, cells, ["device", "device_kind"], "device")
+    out = cells[keep].drop(columns=["track_task", "track_task_name"]).reset_index(drop=True)
+    if out.empty:
+        raise UsageError("no records match the given --track/--task/--device filters together")
+    return out
+
+
+def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
+                  tracks: Sequence[str] = ()) -> dict[str, bytes]:
+    """All report files as ``{relative posix path: content}`` (deterministic for the same records)."""
+    records = list(records)
+    frame = to_frame(records)
+    cells = select_cells(aggregate(frame), tasks=tasks, devices=devices, tracks=tracks)
+    boards = build_leaderboards(cells)
+    styles = plots.method_styles([v for b in boards for v in b.methods])
+    files: dict[str, bytes] = {}
+    n_records = 0
+    for board in boards:
+        n_records += board.versions()["records"]
+        name = board.page.rsplit("/", 1)[1]
+        pngs = {"bytes": plots.plot_bytes(board, styles), "speed": plots.plot_speed(board, styles)}
+        png_names = {k: f"{name}.{k}.png" for k, v in pngs.items() if v}
+        for k, v in pngs.items():
+            if v:
+                files[f"{board.page}.{k}.png"] = v
+        depth = board.page.count("/")
+        index = "../" * depth
+        files[f"{board.page}.md"] = render.page_markdown(board, png_names, index + "index.md").encode()
+        files[f"{board.page}.html"] = render.page_html(board, pngs, index + "index.html").encode()
+    overviews = build_overview(boards)
+    files["index.md"] = render.index_markdown(overviews, ".md", n_records).encode()
+    files["index.html"] = render.index_html(overviews, n_records).encode()
+    return dict(sorted(files.items()))
+
+
+@dataclass
+class ReportResult:
+    """What :func:`write_report` did."""
+
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+    pages: int = 0
+    records: int = 0
+    problems: list[LoadProblem] = field(default_factory=list)
+
+
+def _previous_manifest(out: Path) -> list[str]:
+    p = out / MANIFEST
+    if not p.is_file():
+        return []
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_files(out: Path, files: dict[str, bytes]) -> tuple[list[Path], list[Path]]:
+    """Write ``files`` under ``out`` (only when the content changed), remove files of the previous manifest that
+    are no longer generated, and write the new manifest. Returns (written paths, removed paths)."""
+    root = out.resolve()
+    old = _previous_manifest(out)
+    written: list[Path] = []
+    for rel, data in files.items():
+        p = out / rel
+        if root not in p.resolve().parents:  # defensive: render.safe_component already prevents this
+            raise UsageError(f"refusing to write outside {out}: {rel}")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if not (p.is_file() and p.read_bytes() == data):
+                tmp = p.with_name(f".{p.name}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, p)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
+        written.append(p)
+    removed: list[Path] = []
+    for rel in old:
+        if rel in files or rel.startswith("/") or ".." in Path(rel).parts:
+            continue
+        p = out / rel
+        if p.is_file() and root in p.resolve().parents:
+            p.unlink()
+            removed.append(p)
+            parent = p.parent
+            while parent.resolve() != root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+    (out / MANIFEST).write_text("".join(f"{rel}\n" for rel in files), encoding="utf-8")
+    return written, removed
+
+
+def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
+                 tracks: Sequence[str] = ()) -> ReportResult:
+    """Load every record under ``results`` (malformed ones are returned as problems and skipped), render the
+    report and write it under ``out``."""
+    results, out = Path(results), Path(out)
+    if not results.is_dir():
+        raise UsageError(f"results folder {results} does not exist (run `compbench run` first or pass --results)")
+    records, problems = ResultStore(results).load_all()
+    if not records:
+        raise UsageError(f"no valid records under {results}" + (f" ({len(problems)} malformed)" if problems else ""))
+    files = render_report(records, tasks=tasks, devices=devices, tracks=tracks)
+    written, removed = write_files(out, files)
+    pages = sum(1 for f in files if f.endswith(".html") and f != "index.html")
+    n = sum(1 for _ in records)
+    return ReportResult(out=out, files=written, removed=removed, pages=pages, records=n, problems=problems)
