@@ -65,15 +65,15 @@ class Budget:
         if m:
             ratio = float(m.group(1))
             if not ratio >= 1:
-                raise BudgetError(f"invalid budget '{text}': a ratio must be >= 1 (1x is the dense table); {VALID_FORMS}")
+                raise BudgetError(f"invalid budget {text!r}: a ratio must be >= 1 (1x is the dense table); {VALID_FORMS}")
             return cls(ratio=ratio)
         m = _SIZE_RE.match(s)
         if m:
             n = float(m.group(1)) * _UNITS[m.group(2)]
             if n < 1:
-                raise BudgetError(f"invalid budget '{text}': a size must be at least 1 byte; {VALID_FORMS}")
+                raise BudgetError(f"invalid budget {text!r}: a size must be at least 1 byte; {VALID_FORMS}")
             return cls(max_bytes=int(math.floor(n)))
-        raise BudgetError(f"invalid budget '{text}'; {VALID_FORMS}")
+        raise BudgetError(f"invalid budget {text!r}; {VALID_FORMS}")
 
     def resolve(self, reference_bytes: int) -> int:
         """Allowed stored bytes for a table whose fp32 size is ``reference_bytes`` (floor)."""
