@@ -1,0 +1,293 @@
+"""Compare two results folders, asv-style: the regression gate of CI.
+
+Cells are matched by key. For each pair:
+
+1. a different method or task **version** -> ``not comparable`` (reported, never gating: a
+   deliberate change bumps the version and updates the baseline in the same commit);
+2. **status**, **stored bytes** and **params** must match exactly -> otherwise ``regression``;
+3. the **main score** must not move in the bad direction (``task.higher_is_better``) by more
+   than the task's tolerance (``task.tolerance`` of the base record) -> ``regression``; a move
+   in the good direction beyond the tolerance is an ``improvement`` (not gating);
+4. **throughput** (lookup tokens/s, new / base, and the in-run ratio to the dense lookup) is
+   reported but never gates: shared CPUs are too noisy.
+
+A cell only in BASE is ``missing`` (gating unless ``allow_missing``): the new run lost a
+result. A cell only in NEW is ``new``. Malformed records in either folder are reported
+with their path and skipped. Exit code: 0 clean, 1 on any regression or missing cell,
+2 on usage errors (a folder that does not exist or holds no record).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compbench.bench.record import Record
+from compbench.bench.store import LoadProblem, ResultStore
+from compbench.errors import UsageError
+
+KINDS = ("regression", "missing", "improvement", "not_comparable", "unchanged", "new")
+GATING = ("regression", "missing")
+PARAM_FIELDS = ("total", "trainable", "embedding", "backbone")
+
+
+@dataclass
+class CellDiff:
+    """The comparison of one cell."""
+
+    key: str
+    kind: str
+    reasons: list[str] = field(default_factory=list)
+    base: Record | None = None
+    new: Record | None = None
+    metric: str | None = None
+    base_score: float | None = None
+    new_score: float | None = None
+    tolerance: float | None = None
+    throughput_ratio: float | None = None  # new lookup tokens/s / base lookup tokens/s
+    base_vs_dense: float | None = None  # in-run lookup ratio to dense, base
+    new_vs_dense: float | None = None
+
+    @property
+    def delta(self) -> float | None:
+        """new - base main score."""
+        if self.base_score is None or self.new_score is None:
+            return None
+        return self.new_score - self.base_score
+
+
+@dataclass
+class Comparison:
+    """All cell diffs of two folders plus the malformed records found."""
+
+    base_dir: Path
+    new_dir: Path
+    diffs: list[CellDiff]
+    base_problems: list[LoadProblem] = field(default_factory=list)
+    new_problems: list[LoadProblem] = field(default_factory=list)
+    allow_missing: bool = False
+    base_count: int = 0
+    new_count: int = 0
+    base_git: str | None = None
+    new_git: str | None = None
+
+    def of_kind(self, kind: str) -> list[CellDiff]:
+        """Diffs of one kind."""
+        return [d for d in self.diffs if d.kind == kind]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of cells per kind (every kind present, zeros included)."""
+        c = Counter(d.kind for d in self.diffs)
+        return {k: c.get(k, 0) for k in KINDS}
+
+    @property
+    def gating(self) -> list[CellDiff]:
+        """The diffs that fail the comparison."""
+        kinds = ("regression",) if self.allow_missing else GATING
+        return [d for d in self.diffs if d.kind in kinds]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when clean, 1 on any regression (or missing cell unless allowed)."""
+        return 1 if self.gating else 0
+
+
+def _lookup(rec: Record) -> tuple[float | None, float | None]:
+    lk = rec.measurements.get("lookup") if isinstance(rec.measurements, dict) else None
+    if not isinstance(lk, dict):
+        return None, None
+    cand = lk.get("candidate") if isinstance(lk.get("candidate"), dict) else {}
+    med = cand.get("median") if isinstance(cand, dict) else None
+    ratio = lk.get("ratio")
+    return (float(med) if isinstance(med, (int, float)) else None,
+            float(ratio) if isinstance(ratio, (int, float)) else None)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def compare_records(base: Record, new: Record) -> CellDiff:
+    """Compare two records of the same cell (see the module docstring for the rules)."""
+    d = CellDiff(key=base.key, kind="unchanged", base=base, new=new, metric=base.task.metric,
+                 base_score=base.metrics.main, new_score=new.metrics.main, tolerance=base.task.tolerance)
+    bt, bv = _lookup(base)
+    nt, nv = _lookup(new)
+    d.throughput_ratio = (nt / bt) if (bt and nt) else None
+    d.base_vs_dense, d.new_vs_dense = bv, nv
+    if base.method.version != new.method.version:
+        d.reasons.append(f"method {base.method.name} v{base.method.version} -> v{new.method.version}")
+    if base.task.version != new.task.version:
+        d.reasons.append(f"task {base.task.name} v{base.task.version} -> v{new.task.version}")
+    if d.reasons:
+        d.kind = "not_comparable"
+        return d
+    regress: list[str] = []
+    if base.status != new.status:
+        err = f" ({new.error})" if new.error else ""
+        regress.append(f"status {base.status} -> {new.status}{err}")
+    if base.budget.stored_bytes != new.budget.stored_bytes:
+        regress.append(f"stored bytes {_fmt(base.budget.stored_bytes)} -> {_fmt(new.budget.stored_bytes)}")
+    for f in PARAM_FIELDS:
+        a, b = getattr(base.params, f), getattr(new.params, f)
+        if a != b:
+            regress.append(f"params.{f} {_fmt(a)} -> {_fmt(b)}")
+    improve: list[str] = []
+    if base.metrics.main is not None or new.metrics.main is not None:
+        if base.metrics.main is None or new.metrics.main is None:
+            if base.status == new.status:
+                regress.append(f"{d.metric} {_fmt(base.metrics.main)} -> {_fmt(new.metrics.main)}")
+        else:
+            delta = new.metrics.main - base.metrics.main
+            bad = -delta if base.task.higher_is_better else delta
+            tol = float(base.task.tolerance)
+            direction = "higher" if base.task.higher_is_better else "lower"
+            text = f"{d.metric} {base.metrics.main:.6g} -> {new.metrics.main:.6g} ({delta:+.6g}; tolerance {tol:g}, {direction} is better)"
+            if bad > tol + 1e-12:
+                regress.append(text)
+            elif -bad > tol + 1e-12:
+                improve.append(text)
+    if regress:
+        d.kind, d.reasons = "regression", regress
+    elif improve:
+        d.kind, d.reasons = "improvement", improve
+    return d
+
+
+def _git(records: list[Record]) -> str | None:
+    shas = Counter(str(r.provenance.get("git_sha"))[:10] + ("+dirty" if r.provenance.get("git_dirty") else "")
+                   for r in records if r.provenance.get("git_sha"))
+    return shas.most_common(1)[0][0] if shas else None
+
+
+def load_dir(path: Path | str, role: str) -> tuple[list[Record], list[LoadProblem]]:
+    """Every valid record of a results folder and the problems of the malformed ones (UsageError if none)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"{role} results folder not found: {p}")
+    good, bad = ResultStore(p).load_all()
+    if not good:
+        extra = f" ({len(bad)} malformed)" if bad else ""
+        raise UsageError(f"{role} results folder {p} holds no valid record{extra}")
+    return good, bad
+
+
+def compare_dirs(base_dir: Path | str, new_dir: Path | str, *, allow_missing: bool = False) -> Comparison:
+    """Compare every cell of two results folders (see the module docstring)."""
+    base, base_bad = load_dir(base_dir, "base")
+    new, new_bad = load_dir(new_dir, "new")
+    b = {r.key: r for r in base}
+    n = {r.key: r for r in new}
+    diffs: list[CellDiff] = []
+    for key in sorted(set(b) | set(n)):
+        if key in b and key in n:
+            diffs.append(compare_records(b[key], n[key]))
+        elif key in b:
+            diffs.append(CellDiff(key=key, kind="missing", base=b[key], metric=b[key].task.metric,
+                                  base_score=b[key].metrics.main, reasons=["no record in the new results"]))
+        else:
+            diffs.append(CellDiff(key=key, kind="new", new=n[key], metric=n[key].task.metric,
+                                  new_score=n[key].metrics.main, reasons=["no record in the base results"]))
+    return Comparison(base_dir=Path(base_dir), new_dir=Path(new_dir), diffs=diffs, base_problems=base_bad,
+                      new_problems=new_bad, allow_missing=allow_missing, base_count=len(base), new_count=len(new),
+                      base_git=_git(base), new_git=_git(new))
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+def _md(text: Any) -> str:
+    """Escape a value for a Markdown table cell."""
+    s = _fmt(text) if not isinstance(text, str) else text
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def to_markdown(comp: Comparison, *, max_rows: int = 200) -> str:
+    """A summary ready to paste into a PR comment."""
+    c = comp.counts
+    gating = comp.gating
+    if gating:
+        head = f"## compbench compare: :x: {len(gating)} cell(s) regressed"
+    else:
+        head = "## compbench compare: :white_check_mark: no regression"
+    lines = [head, ""]
+    lines.append(f"Base `{_md(str(comp.base_dir))}` ({comp.base_count} records"
+                 + (f", git `{comp.base_git}`" if comp.base_git else "") + f") vs new `{_md(str(comp.new_dir))}` "
+                 f"({comp.new_count} records" + (f", git `{comp.new_git}`" if comp.new_git else "") + ").")
+    lines.append("")
+    lines.append("Rules: status, stored bytes and params must match exactly; the main score must stay within the "
+                 "task's tolerance; throughput is reported, never gating; a changed method/task version is not comparable.")
+    lines.append("")
+    lines.append("| outcome | cells |")
+    lines.append("|---|---:|")
+    labels = {"regression": "regression", "missing": "missing in new" + (" (allowed)" if comp.allow_missing else ""),
+              "improvement": "improvement", "not_comparable": "not comparable (version changed)",
+              "unchanged": "unchanged", "new": "new cells"}
+    for k in KINDS:
+        lines.append(f"| {labels[k]} | {c[k]} |")
+    if comp.base_problems or comp.new_problems:
+        lines.append(f"| malformed records (skipped) | {len(comp.base_problems) + len(comp.new_problems)} |")
+    lines.append("")
+
+    def section(title: str, kind: str, scored: bool) -> None:
+        rows = comp.of_kind(kind)
+        if not rows:
+            return
+        lines.append(f"### {title}")
+        lines.append("")
+        if scored:
+            lines.append("| cell | metric | base | new | delta | tolerance | what changed |")
+            lines.append("|---|---|---:|---:|---:|---:|---|")
+            for d in rows[:max_rows]:
+                lines.append(f"| `{_md(d.key)}` | {_md(d.metric or '-')} | {_md(d.base_score)} | {_md(d.new_score)} | "
+                             f"{'-' if d.delta is None else f'{d.delta:+.4g}'} | {_md(d.tolerance)} | {_md('; '.join(d.reasons))} |")
+        else:
+            lines.append("| cell | detail |")
+            lines.append("|---|---|")
+            for d in rows[:max_rows]:
+                lines.append(f"| `{_md(d.key)}` | {_md('; '.join(d.reasons))} |")
+        if len(rows) > max_rows:
+            lines.append(f"| ... | {len(rows) - max_rows} more |")
+        lines.append("")
+
+    section("Regressions", "regression", True)
+    section("Missing in new" + (" (allowed)" if comp.allow_missing else ""), "missing", False)
+    section("Improvements", "improvement", True)
+    section("Not comparable (version changed)", "not_comparable", False)
+    section("New cells", "new", False)
+
+    timed = [d for d in comp.diffs if d.throughput_ratio is not None]
+    if timed:
+        lines.append("<details><summary>Lookup throughput (reported, not gating)</summary>")
+        lines.append("")
+        lines.append("| cell | new / base tokens/s | vs dense (base) | vs dense (new) |")
+        lines.append("|---|---:|---:|---:|")
+        for d in timed[:max_rows]:
+            lines.append(f"| `{_md(d.key)}` | {_ratio(d.throughput_ratio)} | {_ratio(d.base_vs_dense)} | {_ratio(d.new_vs_dense)} |")
+        lines.append("")
+        lines.append("</details>")
+        lines.append("")
+    problems = [("base", p) for p in comp.base_problems] + [("new", p) for p in comp.new_problems]
+    if problems:
+        lines.append("### Malformed records (skipped)")
+        lines.append("")
+        for role, p in problems:
+            lines.append(f"- {role}: `{_md(str(p.path))}`: {_md(p.reason)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = ["CellDiff", "Comparison", "compare_dirs", "compare_records", "load_dir", "to_markdown"]

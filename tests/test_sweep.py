@@ -1,0 +1,294 @@
+"""Sweeps: suite parsing and overrides, planning and resume, skipped/failed cells (in-process, fake runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import test_sweep_fakes
+from compbench.bench.record import to_json
+from compbench.bench.runner import TRACK_RUNNERS
+from compbench.bench.store import ResultStore
+from compbench.bench.sweep import (
+    apply_overrides,
+    expand,
+    list_suites,
+    load_suite,
+    make_executor,
+    parse_suite,
+    prepare_sweep,
+    run_sweep,
+)
+from compbench.cli import main
+from compbench.errors import UnknownNameError, UsageError
+
+SUITE = {
+    "name": "tiny",
+    "threads": 1,
+    "seeds": [0],
+    "grids": [
+        {"tasks": ["posthoc/fidelity"], "methods": ["svd", "quant-int2", "quant-int8"], "budgets": ["8x"]},
+        {"tasks": [{"track": "train", "name": "sst2"}], "methods": ["svd"], "budgets": ["8x"]},
+    ],
+}
+
+
+@pytest.fixture()
+def fake_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Posthoc cells run the real method on a tiny table (no encoder) in this process."""
+    monkeypatch.setitem(TRACK_RUNNERS, "posthoc", test_sweep_fakes.FAKE_RUNNER)
+    for var in ("COMPBENCH_FAKE_CRASH", "COMPBENCH_FAKE_SLEEP", "COMPBENCH_FAKE_SHIFT", "COMPBENCH_FAKE_DIE_IN_WRITE",
+                "COMPBENCH_FAKE_OOM_ABOVE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _sweep(tmp_path: Path, doc: dict = SUITE, overwrite: str = "only-missing", **overrides: object):
+    suite = apply_overrides(parse_suite(doc), **overrides)  # type: ignore[arg-type]
+    store = ResultStore(tmp_path)
+    cells = prepare_sweep(suite, store, overwrite)
+    return cells, run_sweep(cells, store, make_executor("inline"))
+
+
+# -- suites ---------------------------------------------------------------------------------------
+def test_shipped_suites_load_and_expand() -> None:
+    assert {"smoke", "default", "full"} <= set(list_suites())
+    sizes = {}
+    for name in ("smoke", "default", "full"):
+        suite = load_suite(name)
+        assert suite.name == name and suite.description
+        sizes[name] = len(expand(suite))
+    assert 0 < sizes["smoke"] < sizes["default"] < sizes["full"]
+    smoke = load_suite("smoke")
+    assert all(g.threads == 1 and g.devices == ("cpu",) for g in smoke.grids)
+
+
+def test_suite_parsing_and_overrides(tmp_path: Path) -> None:
+    suite = parse_suite(SUITE)
+    cells = expand(suite)
+    assert [(c.track, c.task, c.method, c.budget, c.seed, c.threads) for c in cells] == [
+        ("posthoc", "fidelity", "svd", "8x", 0, 1), ("posthoc", "fidelity", "quant-int2", "8x", 0, 1),
+        ("posthoc", "fidelity", "quant-int8", "8x", 0, 1), ("train", "sst2", "svd", "8x", 0, 1)]
+    o = apply_overrides(suite, methods="svd,quant-binary", budgets=["10x", "40x"], seeds="0,1", tasks="fidelity")
+    cells = expand(o)
+    # both grids now run the same task list -> duplicates dropped
+    assert len(cells) == 2 * 2 * 2
+    assert {c.method for c in cells} == {"svd", "quant-binary"} and {c.budget for c in cells} == {"10x", "40x"}
+    assert {c.seed for c in cells} == {0, 1} and {c.task for c in cells} == {"fidelity"}
+    assert {c.track for c in expand(apply_overrides(suite, tasks="train/sst2"))} == {"train"}
+    # a single grid without `grids:` and a path on disk
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\nmethods: [svd]\nbudgets: [10x, 40x]\ntasks: [posthoc/stsb]\nseeds: [1]\nthreads: 2\n"
+                    "options: {svd: {}}\nextra: {}\n")
+    one = load_suite(str(path))
+    assert [(c.budget, c.seed, c.threads) for c in one.cells()] == [("10x", 1, 2), ("40x", 1, 2)]
+
+
+def test_train_grid_aggregates_seeds() -> None:
+    doc = {"tasks": ["train/sst2"], "methods": ["hashing"], "budgets": ["10x"], "seeds": [0, 1, 2],
+           "aggregate_seeds": True, "extra": {"backbone": "bag", "max_steps": 5}}
+    (cell,) = expand(parse_suite(doc))
+    assert cell.seeds == (0, 1, 2) and cell.seed == 0 and cell.extra == {"backbone": "bag", "max_steps": 5}
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "seed": [0]}, "unknown key 'seed'; did you mean 'seeds'"),
+    ({"methods": ["svdd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"]}, "did you mean 'svd'"),
+    ({"methods": ["svd"], "budgets": ["ten"], "tasks": ["posthoc/stsb"]}, "invalid budget 'ten'"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stbs"]}, "did you mean 'stsb'"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["stsb"]}, "must be 'track/name'"),
+    ({"methods": ["svd"], "budgets": ["10x"]}, "missing tasks"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "seeds": [-1]}, "integer >= 0"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "threads": 0}, "integer >= 1"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "options": {"svd": {"nope": 1}}}, "has no option"),
+    (["not", "a", "mapping"], "must be a YAML mapping"),
+])
+def test_bad_suites_are_usage_errors(doc: object, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        parse_suite(doc)
+
+
+def test_unknown_suite_name_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="unknown suite 'smok'; did you mean 'smoke'"):
+        load_suite("smok")
+    with pytest.raises(UsageError, match="suite file not found"):
+        load_suite(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [svd\nbudgets: 10x\n")
+    with pytest.raises(UsageError, match="invalid YAML at line"):
+        load_suite(str(bad))
+    res = CliRunner().invoke(main, ["sweep", "--suite", "smok", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "did you mean 'smoke'" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["sweep", "--suite", "smoke", "--methods", "svdd", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "did you mean 'svd'" in res.output
+    res = CliRunner().invoke(main, ["sweep", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "no suite" in res.output
+
+
+def test_dry_run_lists_planned_cells(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["sweep", "--suite", "smoke", "--results", str(tmp_path), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    planned = json.loads(res.output)
+    assert planned and all(p["action"] in ("run", "skip") for p in planned)
+    assert any(p["reference"] and "/dense/1x/" in p["key"] for p in planned)
+    assert not list(tmp_path.rglob("*.json"))  # nothing written
+
+
+# -- running, skipping, resume ---------------------------------------------------------------------
+def test_sweep_records_ok_and_skipped_then_resumes(tmp_path: Path, fake_runner: None) -> None:
+    cells, result = _sweep(tmp_path)
+    by_key = {c.key: c for c in cells}
+    # the dense reference of the posthoc task is added and planned first
+    assert cells[0].key == "posthoc/fidelity/dense/1x/cpu-1t-s0" and cells[0].reference
+    store = ResultStore(tmp_path)
+    good, bad = store.load_all()
+    assert not bad and {r.key for r in good} == set(by_key)
+    status = {r.key: r.status for r in good}
+    assert status["posthoc/fidelity/svd/8x/cpu-1t-s0"] == "ok"
+    assert status["posthoc/fidelity/quant-int2/8x/cpu-1t-s0"] == "ok"
+    int8 = store.read("posthoc/fidelity/quant-int8/8x/cpu-1t-s0")
+    assert int8.status == "skipped" and "smallest budget it can meet" in (int8.error or "")
+    # known before running: the bundled encoder's table shape is read from its config.json
+    assert int8.budget.reference_bytes == 30522 * 384 * 4 and int8.provenance["sweep"]["skip"] == "budget"
+    train = store.read("train/sst2/svd/8x/cpu-1t-s0")
+    assert train.status == "skipped" and "does not support the 'train' track" in (train.error or "")
+    assert result.summary()["statuses"] == {"ok": 3, "skipped": 2} and not result.interrupted
+    svd = store.read("posthoc/fidelity/svd/8x/cpu-1t-s0")
+    assert svd.provenance["sweep"]["fingerprint"]["batch_size"] == 64
+    # every record says how to reproduce its cell with one command
+    assert svd.provenance["command"] == ("compbench run --method svd --budget 8x --track posthoc --task fidelity "
+                                         "--device cpu --threads 1 --seed 0")
+    assert int8.provenance["command"].startswith("compbench run --method quant-int8 --budget 8x")
+
+    # re-run: everything is up to date, nothing is written
+    mtimes = {p: p.stat().st_mtime_ns for p in store.paths()}
+    cells2, result2 = _sweep(tmp_path)
+    assert {c.action for c in cells2} == {"cached"} and not result2.records
+    assert mtimes == {p: p.stat().st_mtime_ns for p in store.paths()}
+
+    # --overwrite always re-runs every cell; --overwrite never re-runs none
+    cells3, result3 = _sweep(tmp_path, overwrite="always")
+    assert len(result3.records) == len(cells3)
+    cells4, result4 = _sweep(tmp_path, overwrite="never")
+    assert not result4.records
+
+
+def test_stale_failed_malformed_and_changed_records_rerun(tmp_path: Path, fake_runner: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _sweep(tmp_path)
+    store = ResultStore(tmp_path)
+    svd_key, int2_key, ref_key = ("posthoc/fidelity/svd/8x/cpu-1t-s0", "posthoc/fidelity/quant-int2/8x/cpu-1t-s0",
+                                  "posthoc/fidelity/dense/1x/cpu-1t-s0")
+    # an older method version
+    old = store.read(svd_key)
+    old.method.version = 0
+    store.write(old)
+    # a failed cell
+    failed = store.read(int2_key)
+    failed.status, failed.error = "failed", "boom"
+    store.write(failed)
+    # a half-written (truncated) record, as a non-atomic writer would leave it
+    ref_path = store.path_for(ref_key)
+    ref_path.write_text(ref_path.read_text()[:100])
+    cells, result = _sweep(tmp_path)
+    notes = {c.key: (c.action, c.note) for c in cells}
+    assert notes[svd_key][0] == "run" and "method svd v0 -> v" in notes[svd_key][1]
+    assert notes[int2_key][0] == "run" and "previous run failed" in notes[int2_key][1]
+    assert notes[ref_key][0] == "run" and "malformed" in notes[ref_key][1]
+    assert set(result.records) == {svd_key, int2_key, ref_key}
+    good, bad = store.load_all()
+    assert not bad and all(r.status in ("ok", "skipped") for r in good)
+    # a changed cell configuration (not part of the key) re-runs too
+    doc = {**SUITE, "batch_size": 32}
+    cells, result = _sweep(tmp_path, doc)
+    assert {c.key for c in cells if c.action == "run"} == {ref_key, svd_key, int2_key}
+    assert {c.key for c in cells if c.action == "skip"} == {"posthoc/fidelity/quant-int8/8x/cpu-1t-s0",
+                                                             "train/sst2/svd/8x/cpu-1t-s0"}  # rewritten
+    assert all("batch_size 64 -> 32" in c.note for c in cells if c.action in ("run", "skip"))
+    # --overwrite never keeps even a malformed file
+    ref_path.write_text("{")
+    cells, result = _sweep(tmp_path, doc, overwrite="never")
+    assert not result.records and ref_path.read_text() == "{"
+
+
+def test_failing_cell_does_not_stop_the_sweep(tmp_path: Path, fake_runner: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPBENCH_FAKE_CRASH", "svd:raise")
+    cells, result = _sweep(tmp_path)
+    store = ResultStore(tmp_path)
+    rec = store.read("posthoc/fidelity/svd/8x/cpu-1t-s0")
+    assert rec.status == "failed" and rec.error == "RuntimeError: injected failure in svd"
+    assert any("injected failure" in ln for ln in rec.measurements["traceback"])
+    assert store.read("posthoc/fidelity/quant-int2/8x/cpu-1t-s0").status == "ok"
+    assert [r.key for r in result.failed] == [rec.key]
+
+
+def test_out_of_memory_retries_at_a_smaller_batch_then_fails(tmp_path: Path, fake_runner: None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = {"tasks": ["posthoc/fidelity"], "methods": ["svd"], "budgets": ["8x"], "threads": 1, "batch_size": 64}
+    monkeypatch.setenv("COMPBENCH_FAKE_OOM_ABOVE", "16")
+    cells, result = _sweep(tmp_path, doc)
+    rec = result.records["posthoc/fidelity/svd/8x/cpu-1t-s0"]
+    assert rec.status == "ok"
+    assert rec.provenance["sweep"]["oom_retries"] == 2 and rec.provenance["sweep"]["eval_batch_size"] == 16
+    assert rec.provenance["run_config"]["batch_size"] == 16
+    assert rec.provenance["sweep"]["fingerprint"]["batch_size"] == 64  # the requested cell: resume still matches
+    assert all(c.action == "cached" for c in _sweep(tmp_path, doc)[0])
+    monkeypatch.setenv("COMPBENCH_FAKE_OOM_ABOVE", "1")
+    cells, result = _sweep(tmp_path, doc, overwrite="always")
+    rec = result.records["posthoc/fidelity/svd/8x/cpu-1t-s0"]
+    assert rec.status == "failed" and rec.provenance["sweep"]["oom_retries"] == 3
+    assert rec.error.startswith("OutOfMemoryError: CUDA out of memory (fake) at batch 8")
+    assert rec.error.endswith("(after 3 retries down to batch 8)")
+
+
+def test_unavailable_device_is_skipped_and_kept_results_survive(tmp_path: Path, fake_runner: None) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    doc = {"tasks": ["posthoc/fidelity"], "methods": ["svd"], "budgets": ["8x"], "devices": ["cuda"], "threads": 1}
+    cells, result = _sweep(tmp_path, doc)
+    store = ResultStore(tmp_path)
+    rec = store.read("posthoc/fidelity/svd/8x/cuda-1t-s0")
+    assert rec.status == "skipped" and "no CUDA device" in (rec.error or "")
+    assert rec.provenance["sweep"]["skip"] == "device"
+    # a GPU result copied from elsewhere is never replaced by "skipped" on a CPU-only machine
+    rec.status, rec.error = "ok", None
+    rec.metrics.main = 0.5
+    store.write(rec)
+    cells, result = _sweep(tmp_path, doc)
+    assert all(c.action == "cached" for c in cells) and store.read(rec.key).status == "ok"
+
+
+def test_cli_sweep_json_summary_and_exit_codes(tmp_path: Path, fake_runner: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nthreads: 1\nmethods: [svd]\nbudgets: [8x]\ntasks: [posthoc/fidelity]\n")
+    args = ["sweep", str(suite), "--results", str(tmp_path / "r"), "--executor", "inline", "--json", "--no-progress"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index("{"):res.output.rindex("}") + 1])
+    assert summary["ran"] == 2 and summary["statuses"] == {"ok": 2} and summary["missing"] == []
+    monkeypatch.setenv("COMPBENCH_FAKE_CRASH", "svd:raise")
+    res = CliRunner().invoke(main, [*args, "--overwrite", "always"])
+    assert res.exit_code == 1 and "1 cell(s) failed" in res.output
+    res = CliRunner().invoke(main, [*args, "--jobs", "0"])
+    assert res.exit_code == 2
+    res = CliRunner().invoke(main, ["sweep", str(suite), "--suite", "smoke"])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_real_train_cell_through_a_sweep(tmp_path: Path) -> None:
+    """One real cell (train track: tokenizer, real method, real training; tiny recipe) through the inline executor."""
+    doc = {"tasks": ["train/trec"], "methods": ["hashing"], "budgets": ["10x"], "threads": 1, "lookup_iters": 3,
+           "extra": {"backbone": "bag", "d_model": 32, "max_steps": 20, "max_train_samples": 200, "max_eval_samples": 100}}
+    store = ResultStore(tmp_path)
+    (cell,) = prepare_sweep(parse_suite(doc), store)
+    assert cell.key == "train/trec+bag+d32+steps20+n200+neval100/hashing/10x/cpu-1t-s0"  # the runner's own key
+    result = run_sweep([cell], store, make_executor("inline"))
+    rec = result.records[cell.key]
+    assert rec.status == "ok" and rec.key == cell.key and 0.0 <= rec.metrics.main <= 1.0
+    assert rec.budget.stored_bytes <= rec.budget.allowed_bytes
+    assert to_json(store.read(rec.key)) == to_json(rec)
+    assert prepare_sweep(parse_suite(doc), store)[0].action == "cached"

@@ -1,0 +1,114 @@
+"""A fast stand-in for the posthoc track runner, used by the sweep tests (no tests in this file).
+
+Install it in sweep workers with ``--import test_sweep_fakes:install`` (the tests put ``tests/``
+on PYTHONPATH; importing alone has no side effect): it points ``TRACK_RUNNERS["posthoc"]`` at
+:func:`run_fake`, which runs the *real*
+method (configure -> compress, so budgets, unattainable budgets and byte accounting are
+genuine) on a small seeded table instead of MiniLM's, and scores table fidelity. Fault
+injection through environment variables (inherited by worker processes):
+
+- ``COMPBENCH_FAKE_SLEEP``: seconds to sleep in every cell;
+- ``COMPBENCH_FAKE_CRASH``: comma-separated ``method:mode`` with mode ``raise`` | ``segv`` | ``kill`` | ``exit``;
+- ``COMPBENCH_FAKE_DIE_IN_WRITE``: a method name: the process SIGKILLs itself half-way through
+  writing that method's record (after the temp file got half of the JSON);
+- ``COMPBENCH_FAKE_SHIFT``: a float added to every main score (regression injection);
+- ``COMPBENCH_FAKE_OOM_ABOVE``: raise ``torch.cuda.OutOfMemoryError`` when the evaluation batch is larger.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
+from compbench.bench.budget import reference_bytes
+from compbench.bench.provenance import collect
+from compbench.bench.record import Metrics, Params, Record, to_json
+from compbench.bench.runner import TRACK_RUNNERS
+from compbench.bench.store import ResultStore
+from compbench.tasks.posthoc import table_fidelity
+
+FAKE_RUNNER = "test_sweep_fakes:run_fake"
+
+
+def install() -> None:
+    """Use the fake runner for the posthoc track and arm the write-time fault injection (this process only)."""
+    TRACK_RUNNERS["posthoc"] = FAKE_RUNNER
+    ResultStore.write = _write  # type: ignore[method-assign]
+
+
+def fake_table() -> torch.Tensor:
+    """A seeded 256 x 32 table with low intrinsic dimension (like real embeddings)."""
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(256, 8, generator=g) @ torch.randn(8, 32, generator=g)
+    return (base + 0.1 * torch.randn(256, 32, generator=g)) * 0.05
+
+
+def _crash(method: str) -> None:
+    specs = dict(s.split(":", 1) for s in os.environ.get("COMPBENCH_FAKE_CRASH", "").split(",") if ":" in s)
+    mode = specs.get(method)
+    if mode is None:
+        return
+    if mode == "raise":
+        raise RuntimeError(f"injected failure in {method}")
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "exit":
+        os._exit(3)
+
+
+def run_fake(ctx: Any) -> Record:
+    """The posthoc runner's contract on a tiny table (see the module docstring)."""
+    time.sleep(float(os.environ.get("COMPBENCH_FAKE_SLEEP", "0") or 0))
+    _crash(ctx.method.card.name)
+    oom_above = os.environ.get("COMPBENCH_FAKE_OOM_ABOVE")
+    if oom_above and ctx.config.batch_size > int(oom_above):
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (fake) at batch {ctx.config.batch_size}")
+    table = fake_table()
+    v, d = table.shape
+    ref = reference_bytes(v, d)
+    budget = ctx.budget_info(ref)
+    config = ctx.method.configure(v, d, budget.allowed_bytes)
+    module = ctx.method.compress(table, config, seed=ctx.config.seed).eval()
+    budget.stored_bytes = stored_bytes(module)
+    budget.breakdown = stored_bytes_breakdown(module)
+    budget.achieved_ratio = ref / budget.stored_bytes
+    pc = count_params(module)
+    provenance = collect()
+    provenance["run_config"] = ctx.config.to_dict()
+    base = dict(key=ctx.key, track=ctx.config.track, seed=ctx.config.seed, method=ctx.method_info(config),
+                task=ctx.task_info({}), budget=budget, device=ctx.device_info(),
+                params=Params(total=pc.total, trainable=pc.trainable, embedding=pc.total), provenance=provenance)
+    if budget.stored_bytes > budget.allowed_bytes:
+        return Record(status="over_budget", error="over budget", **base)
+    with torch.inference_mode():
+        scores = table_fidelity(table, module.materialize(), n_queries=64, k=5)
+    main = scores.get(ctx.task.card.metric, scores["mean_row_cosine"]) + float(os.environ.get("COMPBENCH_FAKE_SHIFT", "0"))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        module(torch.arange(v))
+    lookup = {"candidate": {"median": v / max(time.perf_counter() - t0, 1e-9), "p10": 0.0, "p90": 0.0, "n": 1},
+              "dense": {"median": 1.0, "p10": 0.0, "p90": 0.0, "n": 1}, "ratio": 1.0}
+    return Record(status="ok", metrics=Metrics(main=main, scores=scores), measurements={"lookup": lookup}, **base)
+
+
+_original_write = ResultStore.write
+
+
+def _write(self: ResultStore, record: Record) -> Any:
+    if os.environ.get("COMPBENCH_FAKE_DIE_IN_WRITE") == record.method.name and record.status != "failed":
+        path = self.path_for(record.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, _tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        text = to_json(record).encode()
+        os.write(fd, text[: len(text) // 2])
+        os.fsync(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _original_write(self, record)
