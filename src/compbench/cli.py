@@ -112,10 +112,21 @@ def main(debug: bool) -> None:
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value (repeatable).")
 @click.option("--model", default=None, help="Sentence encoder path or hub id (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
+@click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
+@click.option("--d-model", "d_model", type=int, default=None, help="Train track: embedding/model width (default 128).")
+@click.option("--max-steps", type=int, default=None, help="Train track: cap on optimiser steps (smoke runs; in the key).")
+@click.option("--max-train-samples", type=int, default=None,
+              help="Train track, smoke runs/tests: train on a seeded subset of N examples (in the key).")
+@click.option("--max-eval-samples", type=int, default=None,
+              help="Train track, smoke runs/tests: seeded subsets of N validation and N test examples (in the key).")
+@click.option("--recipe", "recipe", multiple=True,
+              help="Train track: override a recipe/backbone setting key=value, e.g. lr=3e-3, layers=2 (repeatable; in the key).")
 @handle_errors
 def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
-        seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool) -> None:
-    """Run one cell: compress, evaluate, measure, write one record."""
+        seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
+        backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
+        max_eval_samples: int | None, recipe: tuple[str, ...]) -> None:
+    """Run one cell: compress (or train), evaluate, measure, write one record."""
     from compbench.bench.record import to_json
     from compbench.bench.runner import run_cell
     from compbench.bench.store import ResultStore
@@ -127,8 +138,19 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
             seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
         except ValueError as exc:
             raise UsageError(f"--seeds expects comma-separated integers, got '{seeds}'") from exc
+    train_flags = {"backbone": backbone, "d_model": d_model, "max_steps": max_steps,
+                   "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
+    extra: dict[str, Any] = {k: v for k, v in train_flags.items() if v is not None}
+    if recipe:
+        bad = [r for r in recipe if "=" not in r]
+        if bad:
+            raise UsageError(f"--recipe expects key=value, got '{bad[0]}'")
+        extra["recipe"] = _parse_options(recipe)
+    if extra and track != "train":
+        raise UsageError("--backbone, --d-model, --max-steps, --max-train-samples, --max-eval-samples and --recipe "
+                         "apply to --track train only")
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
-                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list)
+                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra)
     store = ResultStore(results or default_results_dir())
     record = run_cell(cfg, store)
     if as_json:
@@ -174,6 +196,9 @@ def print_record(record: Any, path: Path | None = None) -> None:
     for k in ("fit_time_s", "eval_time_s", "train_time_s"):
         if k in record.measurements:
             t.add_row(k.replace("_s", " (s)").replace("_", " "), f"{record.measurements[k]:.2f}")
+    for k in ("train_throughput", "eval_throughput"):  # train track
+        if k in record.measurements:
+            t.add_row(k.replace("_", " "), f"{record.measurements[k]['mean']:,.1f} samples/s (mean over seeds)")
     mem = record.measurements.get("memory") or {}
     if mem:
         s = f"peak RSS {_fmt_bytes(mem.get('peak_rss_bytes'))}"
@@ -248,5 +273,8 @@ def show(path: Path, as_json: bool) -> None:
         print_record(record, path)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+from compbench.cli_report import report; main.add_command(report)  # noqa: E402,E702
+from compbench.cli_sweep import sweep; main.add_command(sweep)  # noqa: E402,E702
+from compbench.cli_sweep import compare; main.add_command(compare)  # noqa: E402,E702
+from compbench.cli_ade import ade_lookup; main.add_command(ade_lookup)  # noqa: E402,E702
+from compbench.cli_mteb import mteb_command; main.add_command(mteb_command)  # noqa: E402,E702

@@ -27,6 +27,9 @@ from compbench.tasks.base import TRACKS, Task
 
 TRACK_RUNNERS: dict[str, str] = {
     "posthoc": "compbench.bench.posthoc:run_posthoc",
+    "words": "compbench.bench.words:run_words",
+    "store": "compbench.bench.store_track:run_store",
+    "train": "compbench.bench.train:run_train",
 }
 
 TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc"}
@@ -76,9 +79,12 @@ def seed_everything(seed: int) -> None:
 
 
 def data_sha256(task: Task) -> dict[str, str]:
-    """sha256 of every shipped data file the task reads."""
+    """sha256 of every shipped data file the task reads (tasks with their own files define ``data_sha256()``)."""
     from compbench.datasets import file_sha256, split_path
 
+    own = getattr(task, "data_sha256", None)
+    if callable(own):
+        return dict(own())
     out = {}
     for ref in task.data_files():
         name, split = ref.split("/", 1)
@@ -104,8 +110,12 @@ def prepare(config: RunConfig, store: ResultStore | None = None, cache: dict[str
     if config.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {config.seed}")
     device = resolve_device(config.device)
-    key = cell_key(config.track, task_name, method.card.name, str(budget), device.type, threads, config.seed,
+    key = cell_key(config.track, task.card.name, method.card.name, str(budget), device.type, threads, config.seed,
                    config.options)
+    if config.track == "train":  # train cells: settings overrides and --seeds are part of the key
+        from compbench.bench.train import train_key
+
+        key = train_key(key, config, task, method)
     return CellContext(config=replace(config, threads=threads), method=method, task=task, budget=budget,
                        device=device, threads=threads, key=key, store=store, cache=cache if cache is not None else {})
 

@@ -25,6 +25,16 @@ _BUILTIN = {
     "quant-binary": "compbench.methods.quant:QuantBinary",
     "quant-fp16": "compbench.methods.quant:QuantFP16",
     "quant-fp8": "compbench.methods.quant:QuantFP8",
+    "st-int8": "compbench.methods.st_quant:STInt8",
+    "st-binary": "compbench.methods.st_quant:STBinary",
+    "lowrank": "compbench.methods.lowrank:LowRank",
+    "hashing": "compbench.methods.hashing:Hashing",
+    "qr": "compbench.methods.qr:QR",
+    "tt": "compbench.methods.tt:TT",
+    "dhe": "compbench.methods.dhe:DHE",
+    "fourier-mlp": "compbench.methods.fourier_mlp:FourierMLP",
+    "ade": "compbench.methods.ade:ADE",
+    "ade-merged": "compbench.methods.ade:ADEMerged",
 }
 for _name, _target in _BUILTIN.items():
     METHODS.add_lazy(_name, _target)

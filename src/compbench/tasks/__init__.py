@@ -17,6 +17,21 @@ _BUILTIN = {
     "posthoc/subj": "compbench.tasks.posthoc:SUBJ",
     "posthoc/mpqa": "compbench.tasks.posthoc:MPQA",
     "posthoc/fidelity": "compbench.tasks.posthoc:Fidelity",
+    "words/wordsim353": "compbench.tasks.words:WordSim353",
+    "words/simlex999": "compbench.tasks.words:SimLex999",
+    "words/analogy": "compbench.tasks.words:Analogy",
+    "words/fidelity": "compbench.tasks.words:WordsFidelity",
+    "store/stsb": "compbench.tasks.store:StoreSTSB",
+    "store/neighbors": "compbench.tasks.store:StoreNeighbors",
+    "store/mrpc": "compbench.tasks.store:StoreMRPC",
+    "store/fidelity": "compbench.tasks.store:StoreFidelity",
+    "train/sst2": "compbench.tasks.train:SST2",
+    "train/trec": "compbench.tasks.train:TREC",
+    "train/imdb": "compbench.tasks.train:IMDB",
+    "train/20newsgroups": "compbench.tasks.train:NewsGroups20",
+    "train/mr": "compbench.tasks.train:MR",
+    "train/subj": "compbench.tasks.train:SUBJ",
+    "train/ag_news_test8020": "compbench.tasks.train:AGNewsTest8020",
 }
 for _k, _v in _BUILTIN.items():
     TASKS.add_lazy(_k, _v)
@@ -32,6 +47,12 @@ def get_task(track: str, name: str) -> Task:
         hint = difflib.get_close_matches(track, TRACKS, n=1)
         raise UnknownNameError(f"unknown track '{track}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
                                + f" (tracks: {', '.join(TRACKS)})")
+    if ":" in name:  # bring-your-own data: sts:PATH, classification:PATH
+        from compbench.tasks.adhoc import make_adhoc_task
+
+        adhoc = make_adhoc_task(track, name)
+        if adhoc is not None:
+            return adhoc
     key = f"{track}/{name}"
     if key not in TASKS:
         import difflib

@@ -1,0 +1,99 @@
+"""The ``store`` track runner: compress a corpus' sentence vectors (vector store / RAG storage) and evaluate.
+
+The dense encoder encodes the task's corpus once; the L2-normalised float32 vectors are
+cached on disk under ``<cache>/compbench/store-vectors/`` (``<cache>`` = ``$XDG_CACHE_HOME``
+or ``~/.cache``), in a file named by the sha256 of (encoder name, encoder revision =
+weights sha256, corpus sha256, max sequence length), so a new model revision or new data
+never reuses stale vectors. Reference bytes = ``n x d x 4`` (fp32 vectors). The rest is
+:func:`compbench.bench.table_track.run_table_cell`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compbench.bench.measure import Stopwatch
+from compbench.bench.record import Record
+from compbench.bench.table_track import run_table_cell
+from compbench.errors import DataError
+
+CACHE_DIR: Path | None = None  # override (tests); None: $XDG_CACHE_HOME/compbench or ~/.cache/compbench
+
+
+def cache_dir() -> Path:
+    """Folder of compbench's on-disk caches."""
+    if CACHE_DIR is not None:
+        return Path(CACHE_DIR)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compbench"
+
+
+def vectors_key(model_info: dict[str, Any], corpus_sha: str, max_seq_length: int | None) -> str:
+    """Cache key of a corpus' vectors under one encoder."""
+    blob = json.dumps({"model": model_info.get("name"), "revision": model_info.get("revision"),
+                       "path": model_info.get("path") if model_info.get("revision") is None else None,
+                       "corpus_sha256": corpus_sha, "max_seq_length": max_seq_length, "normalized": True},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
+    """Dense L2-normalised vectors ``[n, d]`` of ``texts`` (from the disk cache when present) and cache facts."""
+    from compbench.tasks.store import corpus_sha256
+
+    if not texts:
+        raise DataError("the store corpus is empty")
+    sha = corpus_sha256(texts)
+    info = encoder.info.to_dict()
+    key = vectors_key(info, sha, getattr(encoder.st, "max_seq_length", None))
+    folder = cache_dir() / "store-vectors"
+    path = folder / f"{key}.npy"
+    facts: dict[str, Any] = {"corpus_size": len(texts), "corpus_sha256": sha, "vectors_cache_key": key}
+    if path.is_file():
+        try:
+            vec = np.load(path)
+            if vec.shape == (len(texts), info["dim"]) and vec.dtype == np.float32:
+                facts.update(vectors_cached=True, encode_time_s=0.0)
+                return vec, facts
+        except (OSError, ValueError):
+            pass  # unreadable: re-encode and overwrite
+    with Stopwatch() as sw:
+        vec = np.ascontiguousarray(encoder.encode(texts, batch_size), dtype=np.float32)
+    facts.update(vectors_cached=False, encode_time_s=sw.seconds)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, vec)
+        os.replace(tmp, path)
+        (folder / f"{key}.json").write_text(json.dumps({"model": info, "corpus_sha256": sha, "n": len(texts)},
+                                                       indent=1, sort_keys=True))
+    except OSError:  # a read-only cache only costs time
+        pass
+    return vec, facts
+
+
+def run_store(ctx: Any) -> Record:
+    """Run one store-track cell."""
+    from compbench.bench.posthoc import get_encoder
+    from compbench.tasks.store import StoreContext
+
+    encoder = get_encoder(ctx)
+    texts = ctx.task.corpus()
+    vec, facts = corpus_vectors(encoder, texts, ctx.config.batch_size)
+    dense = torch.from_numpy(vec)
+    model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"], "corpus_sha256": facts["corpus_sha256"]}
+
+    def evaluate(table: torch.Tensor, dense_table: torch.Tensor) -> dict[str, float]:
+        return ctx.task.evaluate(StoreContext(table, dense_table, seed=ctx.config.seed))
+
+    extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
+    return run_table_cell(ctx, dense, model, evaluate, extra)
