@@ -84,3 +84,20 @@ def test_failed_write_leaves_previous_record(tmp_path: Path, monkeypatch: pytest
     monkeypatch.undo()
     assert store.read(rec.key).metrics.main == 0.5
     assert not list((tmp_path / "posthoc/stsb/svd/10x").glob(".*.tmp"))
+
+
+def test_unwritable_results_folder_fails_before_any_work(tmp_path: Path) -> None:
+    """A results path that cannot hold records is refused up front (prepare), so no finished cell is lost."""
+    from compbench.bench.runner import prepare
+    from compbench.config import RunConfig
+    from compbench.errors import UsageError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    store = ResultStore(blocker / "results")
+    with pytest.raises(UsageError, match="not writable"):
+        store.check_writable()
+    with pytest.raises(UsageError, match="not writable"):
+        prepare(RunConfig(method="quant-int8", budget="2x", task="fidelity"), store)
+    ResultStore(tmp_path / "ok" / "nested").check_writable()  # creates the folder, leaves no probe behind
+    assert list((tmp_path / "ok" / "nested").iterdir()) == []

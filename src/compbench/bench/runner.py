@@ -116,6 +116,8 @@ def prepare(config: RunConfig, store: ResultStore | None = None, cache: dict[str
         from compbench.bench.train import train_key
 
         key = train_key(key, config, task, method)
+    if store is not None:
+        store.check_writable()  # before any work: a finished cell must never be lost to an unwritable folder
     return CellContext(config=replace(config, threads=threads), method=method, task=task, budget=budget,
                        device=device, threads=threads, key=key, store=store, cache=cache if cache is not None else {})
 

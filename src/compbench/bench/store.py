@@ -60,6 +60,16 @@ class ResultStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    def check_writable(self) -> None:
+        """Fail fast (UsageError) when records cannot be written under the root, before any work is done."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=self.root)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise UsageError(f"results directory {self.root} is not writable: {exc.strerror or exc}") from exc
+
     def path_for(self, key: str) -> Path:
         """Deterministic path of a cell's record."""
         return self.root / f"{key}.json"

@@ -728,6 +728,7 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Any, *,
     Returns a SweepResult; on SIGINT (KeyboardInterrupt) the executor stops its running cells, finished
     records stay, and the result has ``interrupted=True``. Re-running completes the missing cells.
     """
+    store.check_writable()
     t0 = time.perf_counter()
     result = SweepResult(cells=list(cells))
     emit = on_event or (lambda e: None)
