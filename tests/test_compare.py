@@ -131,10 +131,10 @@ def test_malformed_records_are_reported_and_skipped(base_dir: Path, tmp_path: Pa
     bad = new / "posthoc/stsb/svd/40x/cpu-1t-s0.json"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"schema_version": 1, "key": ')
-    (base_dir / "junk.json").write_text("[]")
+    (base_dir / "posthoc" / "junk.json").write_text("[]")
     comp = compare_dirs(base_dir, new)
     assert comp.exit_code == 0 and [p.path for p in comp.new_problems] == [bad]
-    assert [p.path for p in comp.base_problems] == [base_dir / "junk.json"]
+    assert [p.path for p in comp.base_problems] == [base_dir / "posthoc" / "junk.json"]
     res = run_compare(base_dir, new)
     assert res.exit_code == 0 and "skipped malformed record" in res.output and "svd/40x" in res.output
     md = to_markdown(comp)

@@ -101,3 +101,15 @@ def test_unwritable_results_folder_fails_before_any_work(tmp_path: Path) -> None
         prepare(RunConfig(method="quant-int8", budget="2x", task="fidelity"), store)
     ResultStore(tmp_path / "ok" / "nested").check_writable()  # creates the folder, leaves no probe behind
     assert list((tmp_path / "ok" / "nested").iterdir()) == []
+
+
+def test_only_track_folders_hold_records(tmp_path: Path) -> None:
+    """A baseline kept under the results folder (results/baselines/...) is not part of that store."""
+    store = ResultStore(tmp_path)
+    rec = make_record()
+    store.write(rec)
+    nested = ResultStore(tmp_path / "baselines" / "smoke-cpu")
+    nested.write(make_record(method="quant-int8"))
+    good, bad = store.load_all()
+    assert [r.key for r in good] == [rec.key] and bad == []
+    assert len(nested.load_all()[0]) == 1

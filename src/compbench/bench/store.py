@@ -105,10 +105,21 @@ class ResultStore:
         return load_record(self.path_for(key))
 
     def paths(self) -> list[Path]:
-        """All record files (temp files excluded), sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.rglob("*.json") if not p.name.startswith("."))
+        """All record files (temp files excluded), sorted.
+
+        Only the track folders (``<root>/<track>/...``, where every record key starts) are searched, so other
+        folders under a results directory -- a committed baseline such as ``results/baselines/smoke-cpu/`` or a
+        ``.cache`` -- are never mistaken for records of this store.
+        """
+        from compbench.tasks.base import TRACKS
+
+        out: list[Path] = []
+        for track in TRACKS:
+            sub = self.root / track
+            if sub.is_dir():
+                out.extend(p for p in sub.rglob("*.json")
+                           if not p.name.startswith(".") and not any(part.startswith(".") for part in p.relative_to(sub).parts))
+        return sorted(out)
 
     def iter_records(self) -> Iterator[Record | LoadProblem]:
         """Every record, or a LoadProblem for each file that failed validation (never raises for one file)."""
