@@ -1,4 +1,4 @@
-"""The CLI end to end (a real cell in a fresh process) and its one-line errors for bad input."""
+"""The CLI end to end (a real cell in a fresh process); bad input is in tests/test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from compbench.cli import main
@@ -43,45 +42,7 @@ def test_results_env_var_is_read_in_config(tmp_path: Path) -> None:
     assert out.stdout.strip() == str(tmp_path / "envres")
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "needle"),
-    [
-        (["run", "--method", "svdd", "--budget", "10x"], 2, "did you mean 'svd'"),
-        (["run", "--method", "svd", "--budget", "40"], 2, "invalid budget '40'"),
-        (["run", "--method", "svd", "--budget", "0.5x"], 2, "must be >= 1"),
-        (["run", "--method", "svd", "--budget", "10x", "--task", "stsbb"], 2, "did you mean 'stsb'"),
-        (["run", "--method", "svd", "--budget", "10x", "--device", "cuda"], 2, "no CUDA device"),
-        (["run", "--method", "svd", "--budget", "10x", "--threads", "0"], 2, "--threads must be >= 1"),
-        (["run", "--method", "svd", "--budget", "10x", "--seed", "-1"], 2, "--seed must be >= 0"),
-        (["run", "--method", "svd", "--budget", "10x", "--option", "nope=1"], 2, "has no option"),
-        (["show", "/nonexistent/record.json"], 1, "no such record file"),
-    ],
-)
-def test_bad_input_one_line_error(args: list[str], code: int, needle: str) -> None:
-    if "--device" in args:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present")
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == code, res.output
-    assert needle in res.output
-    assert "Traceback" not in res.output
-
-
-def test_unattainable_budget_names_smallest(tmp_path: Path) -> None:
-    res = _cli("run", "--method", "quant-int8", "--budget", "40x", "--results", str(tmp_path))
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "smallest budget it can meet is 3.91x" in lines[0]
-    assert "Traceback" not in res.stderr
-
-
-def test_malformed_record_show(tmp_path: Path) -> None:
-    p = tmp_path / "bad.json"
-    p.write_text("{")
-    res = CliRunner().invoke(main, ["show", str(p)])
-    assert res.exit_code == 1 and str(p) in res.output and "malformed JSON" in res.output
+# Bad input (one line on stderr, exit 2 / 1, no traceback) is tested in tests/test_bad_input.py.
 
 
 def test_list_commands() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compbench.errors import CompbenchError, UsageError
@@ -62,7 +63,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CompbenchError as exc:
             if debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            one_line = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())  # library text may wrap
+            err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: finished records were kept", highlight=False)
@@ -73,7 +75,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(first)} (rerun with --debug for the traceback)",
                               highlight=False, soft_wrap=True)
             sys.exit(1)
 
@@ -171,21 +173,21 @@ def _fmt_bytes(n: float | None) -> str:
 
 def print_record(record: Any, path: Path | None = None) -> None:
     """Pretty-print a record summary with rich."""
-    t = Table(title=f"[bold]{record.key}[/]", show_header=False, title_justify="left")
+    t = Table(title=f"[bold]{escape(record.key)}[/]", show_header=False, title_justify="left")
     t.add_column("field", style="cyan")
     t.add_column("value")
     status_style = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim"}.get(record.status, "")
-    t.add_row("status", f"[{status_style}]{record.status}[/]" + (f"  ({record.error})" if record.error else ""))
-    t.add_row("method", f"{record.method.name} v{record.method.version}  {json.dumps(record.method.config, sort_keys=True)}")
-    t.add_row("task", f"{record.task.name} v{record.task.version} ({record.track}); metric {record.task.metric}")
+    t.add_row("status", f"[{status_style}]{record.status}[/]" + (f"  ({escape(record.error)})" if record.error else ""))
+    t.add_row("method", escape(f"{record.method.name} v{record.method.version}  {json.dumps(record.method.config, sort_keys=True)}"))
+    t.add_row("task", escape(f"{record.task.name} v{record.task.version} ({record.track}); metric {record.task.metric}"))
     b = record.budget
     ratio = f"{b.achieved_ratio:.2f}x" if b.achieved_ratio else "-"
-    t.add_row("budget", f"{b.spec}: allowed {_fmt_bytes(b.allowed_bytes)} of {_fmt_bytes(b.reference_bytes)}; "
+    t.add_row("budget", f"{escape(b.spec)}: allowed {_fmt_bytes(b.allowed_bytes)} of {_fmt_bytes(b.reference_bytes)}; "
                         f"stored {_fmt_bytes(b.stored_bytes)} (achieved {ratio})")
     m = record.metrics
     if m.main is not None:
         extra = f"  (std {m.scores['main_std']:.4f} over seeds {m.seeds})" if "main_std" in m.scores else ""
-        t.add_row("score", f"{record.task.metric} = {m.main:.4f}{extra}")
+        t.add_row("score", f"{escape(record.task.metric)} = {m.main:.4f}{extra}")
     if m.retention is not None:
         t.add_row("retention", f"{m.retention:.4f} of dense {m.dense_score:.4f}")
     lk = record.measurements.get("lookup")
@@ -207,12 +209,12 @@ def print_record(record: Any, path: Path | None = None) -> None:
         t.add_row("memory", s)
     p = record.params
     t.add_row("params", f"embedding {p.embedding or 0:,} (trainable {p.trainable or 0:,}); total {p.total or 0:,}")
-    t.add_row("device", f"{record.device.kind} ({record.device.name}), {record.device.threads} threads, seed {record.seed}")
+    t.add_row("device", escape(f"{record.device.kind} ({record.device.name}), {record.device.threads} threads, seed {record.seed}"))
     pv = record.provenance
-    t.add_row("provenance", f"git {str(pv.get('git_sha'))[:10]}{' (dirty)' if pv.get('git_dirty') else ''}, "
-                            f"{pv.get('created_at')}")
+    t.add_row("provenance", escape(f"git {str(pv.get('git_sha'))[:10]}{' (dirty)' if pv.get('git_dirty') else ''}, "
+                                   f"{pv.get('created_at')}"))
     if path is not None:
-        t.add_row("record", str(path))
+        t.add_row("record", escape(str(path)))
     console.print(t)
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rich.markup import escape
+
 from compbench.cli import console, err_console, handle_errors
 
 
@@ -27,7 +29,7 @@ def report(results: Path | None, out: Path, tasks: tuple[str, ...], devices: tup
 
     res = write_report(results or default_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks)
     for p in res.problems:
-        err_console.print(f"[yellow]skipped malformed record[/] {p.path}: {p.reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped malformed record[/] {escape(f'{p.path}: {p.reason}')}", highlight=False, soft_wrap=True)
     removed = f"; removed {len(res.removed)} stale file(s)" if res.removed else ""
     console.print(f"wrote {res.pages} page(s) from {res.records} record(s) to {res.out}/ "
                   f"(index: {res.out / 'index.html'}){removed}", highlight=False, soft_wrap=True)

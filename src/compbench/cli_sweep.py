@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from compbench.cli import console, err_console, handle_errors
@@ -21,7 +22,7 @@ _STATUS_STYLE = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipp
 def _status_text(record: Any) -> str:
     style = _STATUS_STYLE.get(record.status, "")
     score = f" {record.task.metric}={record.metrics.main:.4f}" if record.metrics.main is not None else ""
-    why = f" ({record.error})" if record.error and record.status != "ok" else ""
+    why = f" ({escape(record.error)})" if record.error and record.status != "ok" else ""
     return f"[{style}]{record.status}[/]{score}{why}"
 
 
@@ -100,15 +101,15 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     n_run = sum(c.action == "run" for c in cells)
     n_skip = sum(c.action == "skip" for c in cells)
     n_cached = sum(c.action == "cached" for c in cells)
-    header = (f"suite [bold]{suite.name}[/]: {len(cells)} cells ({n_run} to run, {n_skip} skipped, "
-              f"{n_cached} up to date) -> {store.root}")
+    header = (f"suite [bold]{escape(suite.name)}[/]: {len(cells)} cells ({n_run} to run, {n_skip} skipped, "
+              f"{n_cached} up to date) -> {escape(str(store.root))}")
     if dry_run:
-        t = Table(title=f"suite {suite.name}: {len(cells)} cells", title_justify="left")
+        t = Table(title=f"suite {escape(suite.name)}: {len(cells)} cells", title_justify="left")
         for col in ("cell", "action", "note"):
             t.add_column(col, overflow="fold")
         for c in cells:
             note = c.skip_reason if c.action == "skip" else c.note
-            t.add_row(c.key + (" (reference)" if c.reference else ""), c.action, note or "")
+            t.add_row(escape(c.key) + (" (reference)" if c.reference else ""), c.action, escape(note or ""))
         if as_json:
             click.echo(json.dumps([{"key": c.key, "action": c.action, "note": (c.skip_reason if c.action == "skip"
                                                                                   else c.note), "reference": c.reference}
@@ -116,6 +117,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
         else:
             console.print(t)
         return
+    store.check_writable()  # one clear error before the header, the executor or any cell
     ex = make_executor(executor, jobs=jobs, address=address, imports=imports, cell_timeout=cell_timeout)
     show_bar = progress if progress is not None else err_console.is_terminal
     err_console.print(header, highlight=False)
@@ -135,7 +137,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
             if ev.cell.action == "run":  # known skips are written up front and not counted (they would skew the ETA)
                 bar.update(task_id, advance=1, running=f"{len(running)} running")
             secs = f" [dim]{ev.seconds:.1f}s[/]" if ev.seconds else ""
-            bar.console.print(f"  {ev.cell.key}: {_status_text(ev.record)}{secs}", highlight=False, soft_wrap=True)
+            bar.console.print(f"  {escape(ev.cell.key)}: {_status_text(ev.record)}{secs}", highlight=False, soft_wrap=True)
 
     with bar, _SigtermAsInterrupt():
         task_id = bar.add_task(f"sweep {suite.name}", total=todo, running="")
@@ -145,7 +147,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         st = ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) or "nothing run"
-        err_console.print(f"done in {result.seconds:.1f}s: {st}; {summary['cached']} up to date; records in {store.root}",
+        err_console.print(f"done in {result.seconds:.1f}s: {st}; {summary['cached']} up to date; records in {escape(str(store.root))}",
                           highlight=False)
     if result.interrupted:
         err_console.print(f"[bold red]interrupted[/]: {len(result.records)} record(s) written, "
@@ -153,7 +155,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
         sys.exit(130)
     if result.failed:
         err_console.print(f"[bold red]error:[/] {len(result.failed)} cell(s) failed: "
-                          + "; ".join(f"{r.key}: {r.error}" for r in result.failed[:5]), highlight=False, soft_wrap=True)
+                          + escape("; ".join(f"{r.key}: {r.error}" for r in result.failed[:5])), highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -176,7 +178,7 @@ def compare(base: Path, new: Path, markdown: Path | None, allow_missing: bool, a
     comp = compare_dirs(base, new, allow_missing=allow_missing)
     for role, problems in (("base", comp.base_problems), ("new", comp.new_problems)):
         for p in problems:
-            err_console.print(f"[yellow]warning:[/] {role}: skipped malformed record {p.path}: {p.reason}",
+            err_console.print(f"[yellow]warning:[/] {role}: skipped malformed record {escape(f'{p.path}: {p.reason}')}",
                               highlight=False, soft_wrap=True)
     md = to_markdown(comp)
     if markdown is not None:
@@ -205,12 +207,12 @@ def _print_comparison(comp: Any) -> None:
         t.add_column(col, overflow="fold")
     for d in comp.diffs:
         s = style.get(d.kind, "")
-        t.add_row(d.key, f"[{s}]{d.kind}[/]" if s else d.kind, d.metric or "-",
+        t.add_row(escape(d.key), f"[{s}]{d.kind}[/]" if s else d.kind, escape(d.metric or "-"),
                   "-" if d.base_score is None else f"{d.base_score:.4f}",
                   "-" if d.new_score is None else f"{d.new_score:.4f}",
                   "-" if d.delta is None else f"{d.delta:+.4f}",
                   "-" if d.throughput_ratio is None else f"{d.throughput_ratio:.2f}x",
-                  "; ".join(d.reasons) if d.kind != "unchanged" else "")
+                  escape("; ".join(d.reasons)) if d.kind != "unchanged" else "")
     console.print(t)
     c = comp.counts
     verdict = ("[bold red]FAIL[/]" if comp.exit_code else "[bold green]OK[/]")

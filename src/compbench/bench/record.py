@@ -135,10 +135,12 @@ MIGRATIONS: dict[int, Any] = {}  # version N -> function upgrading a version N-1
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     """Upgrade a record document to :data:`SCHEMA_VERSION` (refuses newer versions)."""
     version = doc.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise SchemaError("missing or non-integer schema_version")
     if version > SCHEMA_VERSION:
         raise SchemaError(f"schema_version {version} is newer than this compbench ({SCHEMA_VERSION}); upgrade compbench")
+    if version < 1 or any(v not in MIGRATIONS for v in range(version + 1, SCHEMA_VERSION + 1)):
+        raise SchemaError(f"schema_version {version} is unknown (this compbench reads 1..{SCHEMA_VERSION})")
     while version < SCHEMA_VERSION:
         version += 1
         doc = MIGRATIONS[version](doc)

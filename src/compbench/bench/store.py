@@ -35,13 +35,22 @@ def load_record(path: Path | str) -> Record:
     """Read, migrate and validate one record; raises RecordError naming the file."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
     except FileNotFoundError as exc:
         raise RecordError(f"{p}: no such record file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise RecordError(f"{p}: cannot read: {exc}") from exc
+    if raw[:1] == b"\x80" and raw[-1:] == b".":  # pickle protocol >= 2: never unpickled
+        raise RecordError(f"{p}: not a JSON record (looks like a Python pickle; records are JSON only and pickles "
+                          "are never loaded)")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{p}: cannot read: not UTF-8 JSON text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise RecordError(f"{p}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of > 4300 digits, nesting too deep
+        raise RecordError(f"{p}: malformed JSON: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(doc, dict):
         raise RecordError(f"{p}: a record must be a JSON object")
     try:

@@ -59,7 +59,7 @@ def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tupl
     facts: dict[str, Any] = {"corpus_size": len(texts), "corpus_sha256": sha, "vectors_cache_key": key}
     if path.is_file():
         try:
-            vec = np.load(path)
+            vec = np.load(path, allow_pickle=False)  # never unpickle
             if vec.shape == (len(texts), info["dim"]) and vec.dtype == np.float32:
                 facts.update(vectors_cached=True, encode_time_s=0.0)
                 return vec, facts

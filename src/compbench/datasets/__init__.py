@@ -139,6 +139,14 @@ def load_split(name: str, split: str, *, root: Path | None = None, source: str =
     if source == "hub":
         return load_from_hub(card, split)
     path = split_path(name, split, root)
+    import pyarrow.parquet as pq
+
+    try:  # the footer first: a damaged or empty file gets a precise one-line message
+        n_rows = pq.read_metadata(path).num_rows
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
+        raise DataError(f"cannot read data file {path}: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
+    if n_rows == 0:
+        raise DataError(f"data file {path} is empty")
     try:
         ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
@@ -174,7 +182,9 @@ def labels(name: str, root: Path | None = None) -> list[str]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
-    value = data.get("label") or data.get("coarse") or next(iter(data.values()))
+    value = (data.get("label") or data.get("coarse") or next(iter(data.values()))) if isinstance(data, dict) and data else None
+    if not isinstance(value, list):
+        raise DataError(f"cannot read {path}: expected a JSON object mapping a label column to a list of names")
     return list(value)
 
 

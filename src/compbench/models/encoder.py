@@ -83,7 +83,11 @@ class SentenceEncoder:
         try:
             self.st = SentenceTransformer(str(path) if path else model, device=str(self.device))
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"cannot load sentence encoder '{model}': {type(exc).__name__}: {exc}") from exc
+            why = (str(exc).strip().splitlines() or [""])[0]
+            if type(exc).__name__ == "UnpicklingError":  # torch.load(weights_only=True) refused a non-tensor pickle
+                why = ("its weights file holds more than plain tensors; weights are loaded with "
+                       "torch.load(weights_only=True) and arbitrary pickles are never run (use a safetensors file)")
+            raise DataError(f"cannot load sentence encoder '{model}': {type(exc).__name__}: {why}") from exc
         self.st.eval()
         for p in self.st.parameters():
             p.requires_grad_(False)

@@ -402,7 +402,7 @@ def tokenize_source(task: TrainTask, source: str, tokenizer: Any, tok: Tokenizer
     path = token_cache_path(cache_dir, task.dataset, source, data_sha, tok, max_len) if cache_dir else None
     if path is not None and path.is_file():
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:  # never unpickle
                 return z["ids"], z["lengths"]
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file: re-tokenise and overwrite

@@ -93,7 +93,7 @@ def load_glove() -> WordTable:
         if not p.is_file():
             raise DataError(f"missing GloVe file {p}; reinstall {GLOVE_PACKAGE}")
     try:
-        vectors = np.load(npy)
+        vectors = np.load(npy, allow_pickle=False)  # never unpickle
         words = pq.read_table(index).column("index").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
         raise DataError(f"cannot read GloVe from {root}: {type(exc).__name__}: {exc}") from exc
