@@ -388,3 +388,15 @@ def test_train_settings_tag_in_the_key_gets_its_own_page() -> None:
     assert set(render_report([full, smoke], tasks=["train/trec+bag+steps20"])) == {
         "index.md", "index.html", "train/trec+bag+steps20/cpu-1t.md", "train/trec+bag+steps20/cpu-1t.html",
         "train/trec+bag+steps20/cpu-1t.bytes.png", "train/trec+bag+steps20/cpu-1t.speed.png"}
+
+
+def test_number_formats_keep_small_ratios_and_spreads_readable() -> None:
+    from compbench.leaderboard.render import fmt_mean_std, fmt_ratio
+
+    assert fmt_ratio(10.0) == "10.00x"
+    assert fmt_ratio(0.0042) == "0.0042x"   # a slow method must not read as 0.00x
+    assert fmt_ratio(0.018) == "0.018x"
+    assert fmt_ratio(3e-5) == "3.0e-05x"
+    assert fmt_mean_std(0.8453, 0.007572) == "0.8453 ± 0.0076"
+    assert fmt_mean_std(0.002, 0.0001) == "2.000e-03 ± 1.000e-04"
+    assert fmt_mean_std(0.8, None) == "0.8000"

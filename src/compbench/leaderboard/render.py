@@ -52,8 +52,13 @@ def fmt_score(x: float | None) -> str:
 
 
 def fmt_mean_std(mean: float | None, std: float | None) -> str:
-    """``0.8123 ± 0.0012`` (no std: the mean only)."""
-    return fmt_score(mean) if std is None else f"{fmt_score(mean)} ± {fmt_score(std)}"
+    """``0.8123 ± 0.0012`` (no std: the mean only); the std uses the mean's format (fixed 4 decimals for
+    ordinary scores, so a small spread reads ``± 0.0076``, not ``± 7.572e-03``)."""
+    if std is None:
+        return fmt_score(mean)
+    if mean is not None and (mean == 0 or abs(mean) >= 0.01):
+        return f"{fmt_score(mean)} ± {std:.4f}"
+    return f"{fmt_score(mean)} ± {fmt_score(std)}"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -69,8 +74,12 @@ def fmt_bytes(n: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    """``10.00x``."""
-    return NOT_RUN if x is None else f"{x:.2f}x"
+    """``10.00x``; below 0.1 two significant digits (``0.0042x``) so slow methods do not read as ``0.00x``."""
+    if x is None:
+        return NOT_RUN
+    if 0 < abs(x) < 0.1:
+        return f"{x:.2g}x" if abs(x) >= 1e-4 else f"{x:.1e}x"
+    return f"{x:.2f}x"
 
 
 def fmt_pct(x: float | None) -> str:
