@@ -192,6 +192,20 @@ def test_fourier_features_formula_and_residual() -> None:
     assert stored_bytes(mod) == 4 * (d * d + d) and cfg["norm_len"] == 128
 
 
+def test_fourier_kernel_normalisation_is_a_mod_127_hash() -> None:
+    # documented finding (docs/trainable-methods.md): with norm_len=128 the features, hence the embeddings,
+    # depend only on p mod 127, so the whole vocabulary shares 127 distinct vectors; the paper's
+    # normalisation keeps every id distinct
+    v, d = 30522, 32
+    ids = torch.tensor([5, 5 + 127, 5 + 127 * 200, 6])
+    t128 = fourier_features(ids, d, 128)
+    torch.testing.assert_close(t128[0], t128[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(t128[0], t128[2], rtol=0, atol=1e-5)
+    assert float((t128[0] - t128[3]).abs().max()) > 0.1
+    t = fourier_features(ids, d, v)
+    assert float((t[0] - t[1]).abs().max()) > 1e-3
+
+
 # ---------------------------------------------------------------- budgets at the MiniLM vocabulary
 
 
