@@ -237,6 +237,24 @@ def test_anchor_variant_words_sum_to_layernorm_and_ignore_padding_slots() -> Non
         torch.testing.assert_close(x.sum(2), model.norm(emb(ids)), rtol=1e-4, atol=1e-5)
 
 
+def test_anchor_variant_packing_equals_padded_attention() -> None:
+    """SAT over the packed real anchors gives the same word states as SAT over all L x S padded slots."""
+    torch.manual_seed(1)
+    emb = _random_emb(v=40, d=16, k=12, s=4, adt=torch.float32)  # 1..4 active anchors per token
+    model = ADEClassifier(emb, 2, variant="anchor", heads=8, dropout=0.0).eval()
+    ids = torch.randint(0, 40, (3, 6), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[2, 1:] = False
+    with torch.no_grad():
+        x, valid = model.anchor_inputs(ids, mask)
+        x = (x + model._pe(6)[None, :, None, :]) * valid.unsqueeze(-1)
+        b, length, s, d = x.shape
+        ref = model.sat(x.reshape(b, length * s, d), valid.reshape(b, length * s))
+        ref = (ref.reshape(b, length, s, d) * valid.unsqueeze(-1)).sum(2)
+        torch.testing.assert_close(model.word_states(ids, mask), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_trainable_parameter_counts() -> None:
     assert sat_params(384) == 591_360 and sat_params(768) == 2_362_368
     emb = _random_emb(v=20, d=384, k=16, s=2)

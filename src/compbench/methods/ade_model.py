@@ -290,11 +290,20 @@ class ADEClassifier(nn.Module):
             return self.sat(x, mask)
         x, valid = self.anchor_inputs(ids, mask)
         x = x + pe[None, :, None, :]  # GPE: all anchors of word l share position l
-        x = x * valid.unsqueeze(-1)
-        s = x.shape[2]
-        h = self.sat(x.reshape(b, length * s, -1), valid.reshape(b, length * s))
-        h = h.reshape(b, length, s, -1) * valid.unsqueeze(-1)
-        return h.sum(2)  # aggregate each word's anchors
+        s, d = x.shape[2], x.shape[3]
+        # Pack each sentence's real anchors to the front, so SAT attends over max_b (sum of k_i) elements
+        # instead of L x S padded slots (inactive slots and padding words are masked keys either way, and
+        # attention is permutation-equivariant, so this is exact up to float rounding; tested).
+        flat_valid = valid.reshape(b, length * s)
+        n = flat_valid.sum(1)
+        width = max(int(n.max()), 1)
+        order = torch.argsort((~flat_valid).to(torch.int8), dim=1, stable=True)[:, :width]  # real slots first
+        packed_mask = torch.arange(width, device=ids.device) < n.unsqueeze(1)
+        packed = torch.gather(x.reshape(b, length * s, d), 1, order.unsqueeze(-1).expand(b, width, d))
+        h = self.sat(packed * packed_mask.unsqueeze(-1), packed_mask) * packed_mask.unsqueeze(-1)
+        words = torch.div(order, s, rounding_mode="floor")  # each packed anchor's word index
+        out = h.new_zeros(b, length, d)
+        return out.scatter_add(1, words.unsqueeze(-1).expand(b, width, d), h)  # aggregate each word's anchors
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.bool()
