@@ -233,12 +233,14 @@ def test_anchor_variant_words_sum_to_layernorm_and_ignore_padding_slots() -> Non
     with torch.no_grad():
         model.norm.weight.uniform_(0.5, 1.5)
         model.norm.bias.uniform_(-0.1, 0.1)
-        x, valid = model.anchor_inputs(ids, mask)
-        torch.testing.assert_close(x.sum(2), model.norm(emb(ids)), rtol=1e-4, atol=1e-5)
+        x, (bi, li, si) = model.anchor_inputs(ids, mask)
+        assert bi.numel() == int(emb.counts[ids].sum())  # exactly the active anchors of the real words
+        words = torch.zeros(2, 5, 16).index_put((bi, li), x, accumulate=True)
+        torch.testing.assert_close(words, model.norm(emb(ids)), rtol=1e-4, atol=1e-5)
 
 
 def test_anchor_variant_packing_equals_padded_attention() -> None:
-    """SAT over the packed real anchors gives the same word states as SAT over all L x S padded slots."""
+    """SAT over the real anchors only (variable length) gives the same word states as SAT over all L x S padded slots."""
     torch.manual_seed(1)
     emb = _random_emb(v=40, d=16, k=12, s=4, adt=torch.float32)  # 1..4 active anchors per token
     model = ADEClassifier(emb, 2, variant="anchor", heads=8, dropout=0.0).eval()
@@ -247,12 +249,21 @@ def test_anchor_variant_packing_equals_padded_attention() -> None:
     mask[1, 3:] = False
     mask[2, 1:] = False
     with torch.no_grad():
-        x, valid = model.anchor_inputs(ids, mask)
-        x = (x + model._pe(6)[None, :, None, :]) * valid.unsqueeze(-1)
-        b, length, s, d = x.shape
-        ref = model.sat(x.reshape(b, length * s, d), valid.reshape(b, length * s))
+        x, (bi, li, si) = model.anchor_inputs(ids, mask)
+        b, length, s, d = 3, 6, emb.slots, 16
+        valid = torch.zeros(b, length, s, dtype=torch.bool).index_put((bi, li, si), torch.tensor(True))
+        x = torch.zeros(b, length, s, d).index_put((bi, li, si), x + model._pe(length)[li])
+        ref = model.sat(x.reshape(b, length * s, d), valid.reshape(b, length * s))  # nn.MultiheadAttention, padded
         ref = (ref.reshape(b, length, s, d) * valid.unsqueeze(-1)).sum(2)
         torch.testing.assert_close(model.word_states(ids, mask), ref, rtol=1e-5, atol=1e-5)
+        # attention in length-sorted groups of 1 and 2 sequences (each padded to its own longest) is the same
+        x = x.reshape(b, length * s, d)[valid.reshape(b, length * s)]
+        n = valid.sum((1, 2))
+        pos = torch.cat([torch.arange(int(c)) for c in n])
+        full = model.sat.forward_packed(x, bi, pos, b)
+        for group_rows in (1, 2):
+            torch.testing.assert_close(model.sat.forward_packed(x, bi, pos, b, group_rows=group_rows), full,
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_trainable_parameter_counts() -> None:

@@ -222,6 +222,47 @@ class SegmentAwareTransformer(nn.Module):
         h, _ = self.attn(x, x, x, key_padding_mask=key_pad, need_weights=False)
         return x + h if self.residual else h
 
+    def forward_packed(self, x: torch.Tensor, row: torch.Tensor, pos: torch.Tensor, rows: int,
+                       group_rows: int = 16) -> torch.Tensor:
+        """The same layer on a variable-length batch: ``x [T, d]`` holds the real elements of ``rows``
+        sequences, element t being position ``pos[t]`` of sequence ``row[t]`` -> ``[T, d]``.
+
+        The Q/K/V and output projections run on the T real elements only. For the attention itself the
+        sequences are sorted by length and cut into groups of ``group_rows``; each group is padded to its
+        own longest sequence (padding keys masked). Sequences do not interact, so this equals
+        :meth:`forward` on the fully padded batch up to float rounding (tested) at a fraction of the
+        cost when lengths vary. The parameters are those of :attr:`attn`.
+        """
+        t, d = x.shape
+        heads = self.attn.num_heads
+        qkv = F.linear(x, self.attn.in_proj_weight, self.attn.in_proj_bias)  # [T, 3d]
+        lengths = torch.bincount(row, minlength=rows)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        group = torch.empty_like(order)
+        group[order] = torch.div(torch.arange(rows, device=x.device), group_rows, rounding_mode="floor")
+        local = torch.empty_like(order)
+        local[order] = torch.arange(rows, device=x.device) % group_rows
+        outs, picks = [], []
+        for g in range(-(-rows // group_rows)):
+            pick = (group[row] == g).nonzero(as_tuple=True)[0]
+            if pick.numel() == 0:
+                continue
+            r, p = local[row[pick]], pos[pick]
+            n_rows, width = int(r.max()) + 1, int(p.max()) + 1
+            padded = qkv.new_zeros(n_rows, width, 3 * d).index_put((r, p), qkv[pick])
+            q, k, v = padded.view(n_rows, width, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # [n, h, N, d/h]
+            real = torch.zeros(n_rows, width, dtype=torch.bool, device=x.device)
+            real = real.index_put((r, p), torch.ones_like(p, dtype=torch.bool))
+            real[:, 0] |= ~real.any(1)  # a sequence with no element gets one dummy key (never read back)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=real[:, None, None, :])
+            outs.append(att.transpose(1, 2).reshape(n_rows, width, d)[r, p])
+            picks.append(pick)
+        h = torch.cat(outs) if outs else x.new_zeros(0, d)
+        if picks:
+            h = h[torch.argsort(torch.cat(picks))]  # back to element order
+        h = F.linear(h, self.attn.out_proj.weight, self.attn.out_proj.bias)
+        return x + h if self.residual else h
+
 
 class AttentionPooler(nn.Module):
     """Learned attention pooling: score = linear d -> 1, softmax over real positions, weighted sum."""
@@ -269,41 +310,40 @@ class ADEClassifier(nn.Module):
             raise UsageError(f"input of {length} tokens exceeds the ADE classifier's max_len {self.positions.shape[0]}")
         return self.positions[:length]
 
-    def anchor_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor variant: beta-scaled anchors with the word-level LayerNorm distributed over them
-        (``[B, L, S, d]``, zero on invalid slots; a word's valid slots sum to ``LayerNorm(w_i)``), and the slot mask."""
-        x, valid = self.embedding.expand(ids)  # [B, L, S, d], [B, L, S]
-        valid = valid & mask.unsqueeze(-1)
-        k = valid.sum(-1, keepdim=True).clamp_min(1).unsqueeze(-1).to(x.dtype)  # [B, L, 1, 1]
-        word = x.sum(2, keepdim=True)  # [B, L, 1, d]
-        mu = word.mean(-1, keepdim=True)
-        sigma = torch.sqrt(word.var(-1, unbiased=False, keepdim=True) + self.norm.eps)
+    def anchor_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Anchor variant: the real anchors of the real words only, ``x [T, d]`` (beta-scaled anchors with
+        the word-level LayerNorm distributed over them, so a word's anchors sum to ``LayerNorm(w_i)``),
+        and their ``(batch, word, slot)`` indices (row-major order)."""
+        a_ids, beta, counts = self.embedding.lookup(ids)  # [B, L, S] x2, [B, L]
+        valid = (torch.arange(self.embedding.slots, device=ids.device) < counts.unsqueeze(-1)) & mask.unsqueeze(-1)
+        bi, li, si = valid.nonzero(as_tuple=True)
+        word = self.embedding(ids)  # [B, L, d] = sum_j beta_ij A_j (one fused VP gather-sum)
+        mu = word.mean(-1, keepdim=True)[bi, li]
+        sigma = torch.sqrt(word.var(-1, unbiased=False, keepdim=True) + self.norm.eps)[bi, li]
+        k = counts[bi, li].to(word.dtype).unsqueeze(-1)
+        x = F.embedding(a_ids[bi, li, si], self.embedding.anchor_matrix()) * beta[bi, li, si].unsqueeze(-1)
         x = self.norm.weight * (x - mu / k) / sigma + self.norm.bias / k
-        return x * valid.unsqueeze(-1), valid
+        return x, (bi, li, si)
 
     def word_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-word states after SAT (``[B, L, d]``), before pooling."""
+        """Per-word states after SAT (``[B, L, d]``, zero on padding words), before pooling."""
         b, length = ids.shape
         pe = self._pe(length)
         if self.variant == "merged":
             x = self.norm(self.embedding(ids)) + pe  # ScatterAdd -> LayerNorm -> PE (= GPE on merged words)
             return self.sat(x, mask)
-        x, valid = self.anchor_inputs(ids, mask)
-        x = x + pe[None, :, None, :]  # GPE: all anchors of word l share position l
-        s, d = x.shape[2], x.shape[3]
-        # Pack each sentence's real anchors to the front, so SAT attends over max_b (sum of k_i) elements
-        # instead of L x S padded slots (inactive slots and padding words are masked keys either way, and
-        # attention is permutation-equivariant, so this is exact up to float rounding; tested).
-        flat_valid = valid.reshape(b, length * s)
-        n = flat_valid.sum(1)
-        width = max(int(n.max()), 1)
-        order = torch.argsort((~flat_valid).to(torch.int8), dim=1, stable=True)[:, :width]  # real slots first
-        packed_mask = torch.arange(width, device=ids.device) < n.unsqueeze(1)
-        packed = torch.gather(x.reshape(b, length * s, d), 1, order.unsqueeze(-1).expand(b, width, d))
-        h = self.sat(packed * packed_mask.unsqueeze(-1), packed_mask) * packed_mask.unsqueeze(-1)
-        words = torch.div(order, s, rounding_mode="floor")  # each packed anchor's word index
-        out = h.new_zeros(b, length, d)
-        return out.scatter_add(1, words.unsqueeze(-1).expand(b, width, d), h)  # aggregate each word's anchors
+        x, (bi, li, _) = self.anchor_inputs(ids, mask)
+        x = x + pe[li]  # GPE: all anchors of word l share position l
+        # SAT over each sentence's real anchors only (inactive slots and padding words are never
+        # materialised; attention is permutation-equivariant, so this equals attention over the padded
+        # L x S slots with those keys masked, up to float rounding; tested). nonzero() is row-major, so
+        # a sentence's anchors are consecutive and their position is the running count.
+        n = torch.bincount(bi, minlength=b)
+        start = torch.cumsum(n, 0) - n
+        pos = torch.arange(bi.numel(), device=ids.device) - start[bi]
+        h = self.sat.forward_packed(x, bi, pos, b)
+        out = h.new_zeros(b * length, h.shape[1])
+        return out.index_add(0, bi * length + li, h).view(b, length, -1)  # aggregate each word's anchors
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.bool()
