@@ -128,7 +128,8 @@ def test_multi_seed_record_combines_with_separate_seed_records_without_double_co
     multi = make_record("svd", 10, statistics.mean(values[:3]), seeds=[0, 1, 2], main_std=statistics.stdev(values[:3]))
     extra = make_record("svd", 10, values[3], seed=3)
     dup = make_record("svd", 10, 0.99, seed=1)  # seed 1 is already inside the multi-seed record
-    c = _board([multi, extra, dup]).cell("svd", "10x")
+    dup_train = make_record("svd", 10, 0.98, seed=0, seeds=[0])  # a train-track single-seed record names its seed
+    c = _board([multi, extra, dup, dup_train]).cell("svd", "10x")
     assert c["n"] == 4 and c["seeds"] == (0, 1, 2, 3)
     assert c["main"] == pytest.approx(statistics.mean(values))
     assert c["main_std"] == pytest.approx(statistics.stdev(values))

@@ -10,7 +10,7 @@ Aggregation over seeds (:func:`aggregate`):
 - a record may already hold several seeds (the train track writes ``metrics.seeds`` and
   ``scores.main_std``); separate single-seed records of the same cell are combined with it.
   Groups are combined exactly (pooled mean and sample standard deviation, ``ddof=1``), and a
-  single-seed record whose seed is already covered by a multi-seed record is not counted twice;
+  record whose seeds all lie inside another record's larger seed set is not counted twice;
 - the cell is ``ok`` when at least one of its records is ``ok``; ``n`` counts the ok seeds and
   ``n_bad`` the records that were not ok;
 - otherwise the cell takes the most telling status of its records
@@ -201,8 +201,10 @@ def _aggregate_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
             r["status"] = "over_budget"
             r["error"] = r["error"] or f"stored {r['stored_bytes']:,} B > allowed {r['allowed_bytes']:,} B"
     ok = [r for r in rows if r["status"] == "ok" and r["main"] is not None]
-    covered = {s for r in ok if r["seeds"] for s in r["seeds"]}
-    ok = [r for r in ok if r["seeds"] or r["seed"] not in covered]
+    # a record whose seeds all lie inside another record's larger seed set is not counted twice (a
+    # single-seed train record carries ``seeds=[s]`` too, so compare the sets, not their presence)
+    sets = [frozenset(r["seeds"] or (r["seed"],)) for r in ok]
+    ok = [r for r, mine in zip(ok, sets) if not any(mine < other for other in sets)]
     bad = [r for r in rows if not (r["status"] == "ok" and r["main"] is not None)]
     mean: float | None
     std: float | None
