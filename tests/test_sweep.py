@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,9 +19,14 @@ from compbench.bench.sweep import (
     list_suites,
     load_suite,
     make_executor,
+    outcome_record,
     parse_suite,
+    plan,
     prepare_sweep,
+    resolve_cell,
+    resolve_cells,
     run_sweep,
+    seed_records_covering,
 )
 from compbench.cli import main
 from compbench.errors import UnknownNameError, UsageError
@@ -91,6 +97,47 @@ def test_train_grid_aggregates_seeds() -> None:
            "aggregate_seeds": True, "extra": {"backbone": "bag", "max_steps": 5}}
     (cell,) = expand(parse_suite(doc))
     assert cell.seeds == (0, 1, 2) and cell.seed == 0 and cell.extra == {"backbone": "bag", "max_steps": 5}
+
+
+def _single_seed_record(agg_config, seed: int, *, seeds_flag: bool = True, main: float = 0.8):
+    """An ok single-seed record of ``agg_config`` as ``compbench run --seeds s`` (or ``--seed s``) writes it."""
+    cfg = dataclasses.replace(agg_config, seed=seed, seeds=(seed,) if seeds_flag else None)
+    rec = outcome_record(cfg, "skipped", "placeholder", key=resolve_cell(cfg).key)
+    rec.status, rec.error = "ok", None
+    rec.metrics.main, rec.metrics.seeds = main, [seed]
+    return rec
+
+
+def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path) -> None:
+    """Seeds run one by one (``--seeds 0``, ``--seed 1``) make the aggregated cell up to date; a missing,
+    failed or differently configured seed does not."""
+    doc = {"name": "agg", "threads": 1, "seeds": [0, 1], "aggregate_seeds": True,
+           "grids": [{"tasks": ["train/sst2"], "methods": ["hashing"], "budgets": ["10x"],
+                      "extra": {"backbone": "bag", "max_steps": 5}}]}
+    store = ResultStore(tmp_path)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.key.endswith("-s0-1") and cell.action == "run"
+    s0 = _single_seed_record(cell.config, 0)
+    store.write(s0)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "run" and seed_records_covering(cell, store) is None  # seed 1 missing
+    s1 = _single_seed_record(cell.config, 1, seeds_flag=False)
+    store.write(s1)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "cached" and s0.key in cell.note and s1.key in cell.note
+    assert seed_records_covering(cell, store) == [s0.key, s1.key]
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store, "always")
+    assert cell.action == "run"
+    # a failed seed, or one run with other settings, does not count
+    s1.status = "failed"
+    store.write(s1)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "run"
+    other = _single_seed_record(dataclasses.replace(cell.config, extra={"backbone": "bag", "max_steps": 6}), 1)
+    other.key = s1.key
+    store.write(other)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "run"
 
 
 @pytest.mark.parametrize("doc, match", [

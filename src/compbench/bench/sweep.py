@@ -34,9 +34,11 @@ first, so no two cells compute the same reference.
 method and task versions, was run with the same cell configuration (recorded in
 ``provenance.sweep.fingerprint``) and did not fail. ``only-missing`` (default)
 re-runs everything else; ``never`` never replaces an existing file; ``always``
-re-runs every cell. Records are written atomically (temp file + rename), so a killed
-sweep leaves whole records or none, and re-running the same command completes
-exactly the missing cells.
+re-runs every cell. A cell aggregating several seeds (``aggregate_seeds``) without its own record is
+also up to date when up-to-date single-seed records of the same configuration hold all its seeds
+(:func:`seed_records_covering`; the leaderboard pools them). Records are written atomically
+(temp file + rename), so a killed sweep leaves whole records or none, and re-running the same
+command completes exactly the missing cells.
 """
 
 from __future__ import annotations
@@ -551,6 +553,35 @@ def _norm(v: Any) -> Any:
     return v
 
 
+def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
+    """For a cell that aggregates several seeds (``config.seeds``): the keys of up-to-date ``ok``
+    single-seed records of the same configuration that together hold every one of its seeds, else None.
+
+    Such records (``compbench run --seeds 0``, ``--seeds 1`` ... run one by one, e.g. in parallel or
+    after an interrupted multi-seed run) are pooled by the leaderboard exactly like one multi-seed
+    record, so the sweep reuses them instead of re-running every seed.
+    """
+    seeds = cell.config.seeds
+    if not seeds or len(seeds) < 2 or cell.skip_reason:
+        return None
+    keys: list[str] = []
+    for s in seeds:
+        # ``--seeds s`` and ``--seed s`` write the same key; their fingerprints differ only in ``seeds``
+        variants = [resolve_cell(replace(cell.config, seed=s, seeds=v)) for v in ((s,), None)]
+        key = variants[0].key
+        if key == cell.key or not store.path_for(key).is_file():
+            return None
+        try:
+            record = store.read(key)
+        except RecordError:
+            return None
+        held = list(record.metrics.seeds) if record.metrics.seeds else [record.seed]
+        if record.status != "ok" or held != [s] or not any(is_up_to_date(record, v)[0] for v in variants):
+            return None
+        keys.append(key)
+    return keys
+
+
 def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missing") -> list[Cell]:
     """Set each cell's ``action`` from the store and the overwrite policy (see the module docstring)."""
     if overwrite not in OVERWRITE_POLICIES:
@@ -559,6 +590,11 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
         path = store.path_for(cell.key)
         exists = path.is_file()
         wanted = "skip" if cell.skip_reason else "run"
+        if not exists and overwrite != "always":
+            covering = seed_records_covering(cell, store)
+            if covering is not None:
+                cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(covering)
+                continue
         if not exists or overwrite == "always":
             cell.action, cell.note = wanted, ("" if not exists else "--overwrite always")
             continue
@@ -783,6 +819,6 @@ def make_executor(kind: str, *, jobs: int = 1, address: str | None = None, impor
 
 __all__ = [
     "Cell", "CompbenchError", "Grid", "Suite", "SweepEvent", "SweepResult", "TaskRef", "apply_overrides", "expand",
-    "fingerprint", "is_up_to_date", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
+    "fingerprint", "is_up_to_date", "seed_records_covering", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
     "plan", "prepare_sweep", "resolve_cell", "resolve_cells", "run_sweep", "suite_path",
 ]
