@@ -11,7 +11,12 @@ seed set is not counted twice. Throughputs and peak RSS are taken per seed from 
 samples/s are the mean over seeds, peak RSS the largest per-seed training high-water mark.
 A ``†`` marks a cell with an ``ade`` record made before the variable-length SAT (commit dce9480).
 
-    python scripts/ade_table.py --results results
+    python scripts/ade_table.py --results results             # train track
+    python scripts/ade_table.py --results results --posthoc   # posthoc: STS-B, fidelity, CR
+
+``--posthoc`` prints, for STS-B, table fidelity and CR, ADE against SVD and PQ: the main score (with
+the achieved ratio), the lookup tokens/s ratio against dense measured in the same run, and the peak RSS;
+fidelity adds the relative Frobenius error, the 10-NN overlap and the sentence-embedding cosine.
 """
 
 from __future__ import annotations
@@ -69,11 +74,52 @@ def cell_line(label: str, budget: str, cell: Any, records: list[Record], ref_eva
             f"{ev:.0f} ({ev / ref_eval:.2f}x) | {tr:.0f} | {peak / 2**20:.0f} MiB |")
 
 
+POSTHOC_METHODS = ("ade", "svd", "pq")
+POSTHOC_TASKS = (("stsb", "STS-B, cosine Spearman"), ("fidelity", "table fidelity, mean row cosine"),
+                 ("cr", "CR, logistic-regression accuracy (10-fold CV)"))
+
+
+def posthoc_tables(records: list[Record]) -> None:
+    """Print the posthoc tables (one per task) from the records."""
+    by_key = {r.key: r for r in records if r.track == "posthoc" and r.status == "ok"}
+    for task, title in POSTHOC_TASKS:
+        dense = by_key.get(f"posthoc/{task}/dense/1x/cpu-1t-s0")
+        if dense is None:
+            continue
+        print(f"\n**{title}** (dense {dense.metrics.main:.4f}, peak RSS "
+              f"{dense.measurements['memory']['peak_rss_bytes'] / 2**30:.2f} GiB)\n")
+        extra = task == "fidelity"
+        head = "| method | budget | score | achieved | lookup vs dense (same run) | peak RSS |"
+        if extra:
+            head += " rel. Frobenius error | 10-NN overlap | sentence cosine |"
+        print(head)
+        print("|" + "---|" * (head.count("|") - 1))
+        for method in POSTHOC_METHODS:
+            for budget in BUDGETS:
+                r = by_key.get(f"posthoc/{task}/{method}/{budget}/cpu-1t-s0")
+                if r is None:
+                    print(f"| {method} | {budget} | not run | | | |" + (" | | |" if extra else ""))
+                    continue
+                m = r.measurements
+                line = (f"| {method} | {budget} | {r.metrics.main:.4f} | {r.budget.achieved_ratio:.2f}x | "
+                        f"{m['lookup']['ratio']:.2f}x | {m['memory']['peak_rss_bytes'] / 2**30:.2f} GiB |")
+                if extra:
+                    sc = r.metrics.scores
+                    line += (f" {sc['rel_frobenius_error']:.3f} | {sc['knn10_overlap']:.3f} | "
+                             f"{sc['sentence_cosine']:.4f} |")
+                print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
     ap.add_argument("--repo", default=".", help="git checkout used to date records against the varlen commit")
+    ap.add_argument("--posthoc", action="store_true", help="print the posthoc tables instead of the train track")
     args = ap.parse_args()
+    if args.posthoc:
+        posthoc_tables([r for r in ResultStore(args.results).iter_records()
+                        if isinstance(r, Record) and r.device.threads == 1 and r.device.kind == "cpu"])
+        return
     records = [r for r in ResultStore(args.results).iter_records()
                if isinstance(r, Record) and r.track == "train" and r.device.threads == 1 and r.device.kind == "cpu"]
     cells = aggregate(to_frame(records))
