@@ -26,6 +26,7 @@ from compbench.bench.sweep import (
     resolve_cell,
     resolve_cells,
     run_sweep,
+    same_train_settings,
     seed_records_covering,
 )
 from compbench.cli import main
@@ -138,6 +139,30 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
     store.write(other)
     (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
     assert cell.action == "run"
+
+
+def test_train_record_with_a_default_spelled_out_is_up_to_date(tmp_path: Path) -> None:
+    """``extra`` that resolves to the same recipe and backbone (a default given explicitly) is not a change;
+    a real change of a setting is."""
+    doc = {"name": "d", "threads": 1, "seeds": [0],
+           "grids": [{"tasks": ["train/sst2"], "methods": ["hashing"], "budgets": ["10x"], "extra": {"max_steps": 5}}]}
+    store = ResultStore(tmp_path)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    explicit = dataclasses.replace(cell.config, extra={"max_steps": 5, "backbone": "transformer", "d_model": 128})
+    assert same_train_settings(cell.config, explicit.extra)
+    rec = outcome_record(explicit, "skipped", "placeholder", key=resolve_cell(explicit).key)
+    assert rec.key == cell.key
+    rec.status, rec.error, rec.metrics.main = "ok", None, 0.8
+    store.write(rec)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "cached", cell.note
+    changed = dataclasses.replace(cell.config, extra={"max_steps": 5, "recipe": {"lr": 0.01}})
+    assert not same_train_settings(cell.config, changed.extra)
+    rec2 = outcome_record(changed, "skipped", "placeholder", key=cell.key)
+    rec2.status, rec2.error, rec2.metrics.main = "ok", None, 0.8
+    store.write(rec2)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    assert cell.action == "run" and "configuration changed: extra" in cell.note
 
 
 @pytest.mark.parametrize("doc, match", [

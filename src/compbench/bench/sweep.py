@@ -539,10 +539,34 @@ def is_up_to_date(record: Record, cell: Cell) -> tuple[bool, str]:
         recorded = {k: rc.get(k) for k in FINGERPRINT_FIELDS}
     if recorded is not None:
         want = fingerprint(cell.config)
-        diff = [k for k in FINGERPRINT_FIELDS if _norm(recorded.get(k)) != _norm(want.get(k))]
+        diff = [k for k in FINGERPRINT_FIELDS if _norm(recorded.get(k)) != _norm(want.get(k))
+                and not (k == "extra" and same_train_settings(cell.config, recorded.get(k)))]
         if diff:
             return False, "configuration changed: " + ", ".join(f"{k} {recorded.get(k)!r} -> {want.get(k)!r}" for k in diff)
     return True, ""
+
+
+def same_train_settings(config: RunConfig, recorded_extra: Any) -> bool:
+    """Whether ``recorded_extra`` resolves to the same train recipe and backbone as ``config.extra``.
+
+    Spelling a default explicitly (``--d-model 384`` for ADE, whose width is fixed by its pretrained
+    table, or ``backbone: transformer``) changes ``extra`` but not the run, so it does not make a
+    train record stale. Always False outside the train track or when either side does not resolve.
+    """
+    if config.track != "train" or not isinstance(recorded_extra, (dict, type(None))):
+        return False
+    from compbench.bench.train import resolve_settings
+    from compbench.methods import get_method
+    from compbench.tasks import get_task
+
+    try:
+        task = get_task("train", config.task or "")
+        method = get_method(config.method, **config.options)
+        a = resolve_settings(task, method, recorded_extra or {}, config.model)
+        b = resolve_settings(task, method, config.extra or {}, config.model)
+    except CompbenchError:
+        return False
+    return (a.recipe, a.backbone) == (b.recipe, b.backbone)
 
 
 def _norm(v: Any) -> Any:
@@ -819,6 +843,6 @@ def make_executor(kind: str, *, jobs: int = 1, address: str | None = None, impor
 
 __all__ = [
     "Cell", "CompbenchError", "Grid", "Suite", "SweepEvent", "SweepResult", "TaskRef", "apply_overrides", "expand",
-    "fingerprint", "is_up_to_date", "seed_records_covering", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
+    "fingerprint", "is_up_to_date", "same_train_settings", "seed_records_covering", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
     "plan", "prepare_sweep", "resolve_cell", "resolve_cells", "run_sweep", "suite_path",
 ]
