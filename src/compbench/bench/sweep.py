@@ -591,8 +591,9 @@ def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
     keys: list[str] = []
     for s in seeds:
         # ``--seeds s`` and ``--seed s`` write the same key; their fingerprints differ only in ``seeds``
-        variants = [resolve_cell(replace(cell.config, seed=s, seeds=v)) for v in ((s,), None)]
-        key = variants[0].key
+        single = resolve_cell(replace(cell.config, seed=s, seeds=(s,)))
+        variants = [single, replace(single, config=replace(single.config, seeds=None))]
+        key = single.key
         if key == cell.key or not store.path_for(key).is_file():
             return None
         try:
