@@ -27,6 +27,7 @@ from compbench.bench.sweep import (
     resolve_cells,
     run_sweep,
     same_train_settings,
+    seed_coverage,
     seed_records_covering,
 )
 from compbench.cli import main
@@ -120,8 +121,12 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
     assert cell.key.endswith("-s0-1") and cell.action == "run"
     s0 = _single_seed_record(cell.config, 0)
     store.write(s0)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
-    assert cell.action == "run" and seed_records_covering(cell, store) is None  # seed 1 missing
+    (agg,) = resolve_cells(expand(parse_suite(doc)))
+    assert seed_records_covering(agg, store) is None and seed_coverage(agg, store) == {0: s0.key}  # seed 1 missing
+    (cell,) = plan([agg], store)  # only the missing seed runs, as its own single-seed cell
+    assert cell.action == "run" and cell.key == s0.key.replace("-s0", "-s1") and cell.config.seeds == (1,)
+    assert "seed 1 alone" in cell.note and s0.key in cell.note
+    cell = agg
     s1 = _single_seed_record(cell.config, 1, seeds_flag=False)
     store.write(s1)
     (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
@@ -133,7 +138,9 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
     s1.status = "failed"
     store.write(s1)
     (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
-    assert cell.action == "run"
+    assert cell.action == "run" and cell.key == s1.key  # the failed seed re-runs alone
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store, "never")
+    assert cell.action == "cached" and cell.key == s1.key  # ... but "never" replaces no file
     other = _single_seed_record(dataclasses.replace(cell.config, extra={"backbone": "bag", "max_steps": 6}), 1)
     other.key = s1.key
     store.write(other)
@@ -364,3 +371,22 @@ def test_real_train_cell_through_a_sweep(tmp_path: Path) -> None:
     assert rec.budget.stored_bytes <= rec.budget.allowed_bytes
     assert to_json(store.read(rec.key)) == to_json(rec)
     assert prepare_sweep(parse_suite(doc), store)[0].action == "cached"
+
+
+def test_sweep_runs_only_the_seeds_not_yet_recorded(tmp_path: Path) -> None:
+    """A 2-seed aggregated train cell whose seed 0 was already run on its own: the sweep runs seed 1 alone
+    (real training, tiny recipe), and the next plan finds the cell complete."""
+    grid = {"tasks": ["train/trec"], "methods": ["hashing"], "budgets": ["10x"],
+            "extra": {"backbone": "bag", "d_model": 16, "max_steps": 3, "max_train_samples": 64, "max_eval_samples": 32}}
+    store = ResultStore(tmp_path)
+    first = run_sweep(prepare_sweep(parse_suite({"threads": 1, "seeds": [0], "grids": [grid]}), store), store,
+                      make_executor("inline"))
+    (s0,) = first.records
+    agg_doc = {"threads": 1, "seeds": [0, 1], "aggregate_seeds": True, "grids": [grid]}
+    (cell,) = prepare_sweep(parse_suite(agg_doc), store)
+    assert cell.key == s0.replace("-s0", "-s1") and cell.action == "run" and s0 in cell.note
+    second = run_sweep([cell], store, make_executor("inline"))
+    rec = second.records[cell.key]
+    assert rec.status == "ok" and rec.metrics.seeds == [1]
+    (again,) = prepare_sweep(parse_suite(agg_doc), store)
+    assert again.action == "cached" and again.key.endswith("-s0-1") and not store.path_for(again.key).is_file()

@@ -36,7 +36,9 @@ method and task versions, was run with the same cell configuration (recorded in
 re-runs everything else; ``never`` never replaces an existing file; ``always``
 re-runs every cell. A cell aggregating several seeds (``aggregate_seeds``) without its own record is
 also up to date when up-to-date single-seed records of the same configuration hold all its seeds
-(:func:`seed_records_covering`; the leaderboard pools them). Records are written atomically
+(:func:`seed_records_covering`; the leaderboard pools them); when they hold only some of them, the plan
+replaces the cell by single-seed cells for the missing seeds (:func:`seed_coverage`), so no recorded seed
+runs twice. Records are written atomically
 (temp file + rename), so a killed sweep leaves whole records or none, and re-running the same
 command completes exactly the missing cells.
 """
@@ -577,48 +579,73 @@ def _norm(v: Any) -> Any:
     return v
 
 
-def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
-    """For a cell that aggregates several seeds (``config.seeds``): the keys of up-to-date ``ok``
-    single-seed records of the same configuration that together hold every one of its seeds, else None.
+def seed_coverage(cell: Cell, store: ResultStore) -> dict[int, str] | None:
+    """For a cell that aggregates several seeds (``config.seeds``): seed -> key of the up-to-date ``ok``
+    single-seed record of the same configuration that holds it, for those of its seeds that have one
+    (possibly none); None when the cell does not aggregate seeds or cannot run.
 
     Such records (``compbench run --seeds 0``, ``--seeds 1`` ... run one by one, e.g. in parallel or
     after an interrupted multi-seed run) are pooled by the leaderboard exactly like one multi-seed
-    record, so the sweep reuses them instead of re-running every seed.
+    record, so the sweep reuses them instead of re-running their seeds.
     """
     seeds = cell.config.seeds
     if not seeds or len(seeds) < 2 or cell.skip_reason:
         return None
-    keys: list[str] = []
+    held: dict[int, str] = {}
     for s in seeds:
+        single = single_seed_cell(cell, s)
         # ``--seeds s`` and ``--seed s`` write the same key; their fingerprints differ only in ``seeds``
-        single = resolve_cell(replace(cell.config, seed=s, seeds=(s,)))
         variants = [single, replace(single, config=replace(single.config, seeds=None))]
-        key = single.key
-        if key == cell.key or not store.path_for(key).is_file():
-            return None
+        if single.key == cell.key or not store.path_for(single.key).is_file():
+            continue
         try:
-            record = store.read(key)
+            record = store.read(single.key)
         except RecordError:
-            return None
-        held = list(record.metrics.seeds) if record.metrics.seeds else [record.seed]
-        if record.status != "ok" or held != [s] or not any(is_up_to_date(record, v)[0] for v in variants):
-            return None
-        keys.append(key)
-    return keys
+            continue
+        seeds_held = list(record.metrics.seeds) if record.metrics.seeds else [record.seed]
+        if record.status == "ok" and seeds_held == [s] and any(is_up_to_date(record, v)[0] for v in variants):
+            held[s] = single.key
+    return held
+
+
+def single_seed_cell(cell: Cell, seed: int) -> Cell:
+    """The cell of ``cell``'s configuration with one seed only (what ``compbench run --seeds s`` runs)."""
+    return resolve_cell(replace(cell.config, seed=seed, seeds=(seed,)))
+
+
+def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
+    """The keys of the single-seed records (:func:`seed_coverage`) when together they hold *every* seed of
+    an aggregating cell, else None."""
+    held = seed_coverage(cell, store)
+    if not held or len(held) != len(cell.config.seeds or ()):
+        return None
+    return [held[s] for s in cell.config.seeds or ()]
 
 
 def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missing") -> list[Cell]:
     """Set each cell's ``action`` from the store and the overwrite policy (see the module docstring)."""
     if overwrite not in OVERWRITE_POLICIES:
         raise UsageError(f"--overwrite must be one of {', '.join(OVERWRITE_POLICIES)}, got '{overwrite}'")
+    planned: list[Cell] = []
     for cell in cells:
         path = store.path_for(cell.key)
         exists = path.is_file()
         wanted = "skip" if cell.skip_reason else "run"
+        planned.append(cell)
         if not exists and overwrite != "always":
-            covering = seed_records_covering(cell, store)
-            if covering is not None:
-                cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(covering)
+            held = seed_coverage(cell, store)
+            if held and len(held) == len(cell.config.seeds or ()):
+                cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(held.values())
+                continue
+            if held:  # some seeds are already recorded on their own: run only the others, one cell per seed
+                planned.pop()
+                why = (f"seeds {', '.join(map(str, held))} held by single-seed records "
+                       f"({', '.join(held.values())})")
+                for s in cell.config.seeds or ():
+                    if s not in held:
+                        (single,) = plan([single_seed_cell(cell, s)], store, overwrite)  # its own record, if any
+                        single.note = f"seed {s} alone{'; ' + single.note if single.note else ''}; {why}"
+                        planned.append(single)
                 continue
         if not exists or overwrite == "always":
             cell.action, cell.note = wanted, ("" if not exists else "--overwrite always")
@@ -639,7 +666,7 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
             cell.action, cell.note = "cached", f"kept ({why}; cannot re-run here: {cell.skip_reason})"
         else:
             cell.action, cell.note = wanted, why
-    return list(cells)
+    return planned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -844,6 +871,6 @@ def make_executor(kind: str, *, jobs: int = 1, address: str | None = None, impor
 
 __all__ = [
     "Cell", "CompbenchError", "Grid", "Suite", "SweepEvent", "SweepResult", "TaskRef", "apply_overrides", "expand",
-    "fingerprint", "is_up_to_date", "same_train_settings", "seed_records_covering", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
+    "fingerprint", "is_up_to_date", "same_train_settings", "seed_coverage", "seed_records_covering", "single_seed_cell", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
     "plan", "prepare_sweep", "resolve_cell", "resolve_cells", "run_sweep", "suite_path",
 ]
