@@ -631,22 +631,21 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
         path = store.path_for(cell.key)
         exists = path.is_file()
         wanted = "skip" if cell.skip_reason else "run"
+        held = seed_coverage(cell, store) if not exists and overwrite != "always" else None
+        if held and len(held) < len(cell.config.seeds or ()):
+            # some seeds are already recorded on their own: run only the others, one cell per seed
+            why = (f"seeds {', '.join(map(str, held))} held by single-seed records "
+                   f"({', '.join(held.values())})")
+            for s in cell.config.seeds or ():
+                if s not in held:
+                    (single,) = plan([single_seed_cell(cell, s)], store, overwrite)  # its own record, if any
+                    single.note = f"seed {s} alone{'; ' + single.note if single.note else ''}; {why}"
+                    planned.append(single)
+            continue
         planned.append(cell)
-        if not exists and overwrite != "always":
-            held = seed_coverage(cell, store)
-            if held and len(held) == len(cell.config.seeds or ()):
-                cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(held.values())
-                continue
-            if held:  # some seeds are already recorded on their own: run only the others, one cell per seed
-                planned.pop()
-                why = (f"seeds {', '.join(map(str, held))} held by single-seed records "
-                       f"({', '.join(held.values())})")
-                for s in cell.config.seeds or ():
-                    if s not in held:
-                        (single,) = plan([single_seed_cell(cell, s)], store, overwrite)  # its own record, if any
-                        single.note = f"seed {s} alone{'; ' + single.note if single.note else ''}; {why}"
-                        planned.append(single)
-                continue
+        if held:
+            cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(held.values())
+            continue
         if not exists or overwrite == "always":
             cell.action, cell.note = wanted, ("" if not exists else "--overwrite always")
             continue
