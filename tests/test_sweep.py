@@ -125,7 +125,7 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
     assert seed_records_covering(agg, store) is None and seed_coverage(agg, store) == {0: s0.key}  # seed 1 missing
     (cell,) = plan([agg], store)  # only the missing seed runs, as its own single-seed cell
     assert cell.action == "run" and cell.key == s0.key.replace("-s0", "-s1") and cell.config.seeds == (1,)
-    assert "seed 1 alone" in cell.note and s0.key in cell.note
+    assert "seed 1 alone; seed 0 held" in cell.note and s0.key in cell.note
     cell = agg
     s1 = _single_seed_record(cell.config, 1, seeds_flag=False)
     store.write(s1)

@@ -634,7 +634,7 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
         held = seed_coverage(cell, store) if not exists and overwrite != "always" else None
         if held and len(held) < len(cell.config.seeds or ()):
             # some seeds are already recorded on their own: run only the others, one cell per seed
-            why = (f"seeds {', '.join(map(str, held))} held by single-seed records "
+            why = (f"seed{'s' if len(held) > 1 else ''} {', '.join(map(str, held))} held by single-seed records "
                    f"({', '.join(held.values())})")
             for s in cell.config.seeds or ():
                 if s not in held:
