@@ -6,7 +6,7 @@ import json
 import math
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from compbench.bench.accounting import stored_bytes
@@ -247,6 +247,7 @@ def _check_loaders(path) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_COLUMNS), min_size=0, max_size=5, unique=True), st.lists(st.lists(_CELL, min_size=5,
        max_size=5), max_size=8), st.sampled_from([".csv", ".tsv"]))
+@example(columns=[], rows=[["\n", "", "", "", ""], ["", "", "", "", ""]], suffix=".csv")  # a header cell holding a newline
 def test_random_delimited_files_load_or_raise_a_compbench_error(columns, rows, suffix: str) -> None:
     import csv
     import io

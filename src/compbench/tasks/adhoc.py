@@ -68,7 +68,13 @@ def _require_columns(df: Any, path: Path, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} "
-                        f"(has {', '.join(map(str, df.columns))}; needs {', '.join(columns)})")
+                        f"(has {', '.join(_shown(c) for c in df.columns)}; needs {', '.join(columns)})")
+
+
+def _shown(name: Any) -> str:
+    """A column name as it goes into a one-line message: as is when printable, else quoted with escapes."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
 
 
 def _texts(df: Any, path: Path, column: str) -> list[str]:
