@@ -106,6 +106,7 @@ def _good_doc() -> dict:
 @settings(max_examples=60, deadline=None)
 @given(st.one_of(_JSON, st.fixed_dictionaries({}, optional={k: _JSON for k in _RECORD_KEYS})),
        st.sampled_from(["replace", "merge"]))
+@example(doc={"\n": None}, how="merge")  # a field name holding a newline
 def test_any_json_document_loads_or_is_a_record_error(doc, how: str) -> None:
     """Fuzz: whatever JSON a record file holds, loading yields a Record or a one-line RecordError naming the file."""
     import tempfile

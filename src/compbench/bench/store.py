@@ -59,7 +59,7 @@ def load_record(path: Path | str) -> Record:
         raise RecordError(f"{p}: {exc}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "<root>"
+        where = ".".join(str(x) if str(x).isprintable() else repr(str(x)) for x in first["loc"]) or "<root>"
         raise RecordError(f"{p}: invalid record: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
 
 
