@@ -267,9 +267,10 @@ def test_shipped_dataset_files_missing_truncated_or_wrong_schema(tmp_path: Path)
         with pytest.raises(DataError, match=match) as exc:
             load_split("sst2", "train", root=root)
         assert "\n" not in str(exc.value) and str(target) in str(exc.value)
-    pd.DataFrame({"sentence": ["x"], "other": [1]}).to_parquet(target)
-    with pytest.raises(DataError, match="lacks column"):
+    pd.DataFrame({"sentence": ["x"], "other\nlabel": [1]}).to_parquet(target)  # a column name holding a newline
+    with pytest.raises(DataError, match=r"lacks column\(s\) text, label \(has sentence, 'other\\nlabel'\)") as exc:
         load_split("sst2", "train", root=root)
+    assert "\n" not in str(exc.value)
     pd.DataFrame({"sentence": pd.Series([], dtype=str), "label": pd.Series([], dtype=int)}).to_parquet(target)
     with pytest.raises(DataError, match="is empty"):
         load_split("sst2", "train", root=root)
@@ -277,6 +278,17 @@ def test_shipped_dataset_files_missing_truncated_or_wrong_schema(tmp_path: Path)
         (root / "sst2" / "labels.json").write_text(text)
         with pytest.raises(DataError, match="labels.json"):
             labels("sst2", root=root)
+
+
+def test_error_text_helpers_keep_user_text_on_one_line() -> None:
+    """``quoted`` shows unprintable user text as its repr; ``first_line`` never fails on a blank message."""
+    from compbench.errors import first_line, quoted
+
+    assert quoted("label") == "label" and quoted(3) == "3"
+    assert quoted("a\nb") == "'a\\nb'" and quoted("tab\there") == "'tab\\there'"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(ValueError("\n  \n  the cause  \nmore detail")) == "ValueError: the cause"
+    assert first_line(OSError(2, "No such file")) == "FileNotFoundError: [Errno 2] No such file"
 
 
 # ------------------------------------------------------------------------------------------------------------------

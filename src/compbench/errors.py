@@ -60,6 +60,26 @@ class RecordError(CompbenchError):
     """A malformed or unreadable result record."""
 
 
+def quoted(value: object) -> str:
+    """``value`` as text fit for a one-line message: as is when printable, else its ``repr``.
+
+    Column names, record field names and cell values come from users' files; a newline or control
+    character in one must not break (or forge) the one-line error the CLI prints.
+    """
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
+def first_line(exc: BaseException) -> str:
+    """``"TypeName: first non-blank line of the message"`` (just the type name when the message is blank).
+
+    Library exceptions (pandas, pyarrow, PyYAML, sentence-transformers) often carry multi-line messages;
+    error messages and failed records keep only their first line.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def format_ratio_floor(ratio: float) -> str:
     """Format a compression ratio rounded *down* to 2 decimals, as a budget string (e.g. '29.49x')."""
     import math

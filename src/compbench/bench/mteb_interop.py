@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compbench.errors import CompbenchError, DataError, UnknownNameError, UsageError
+from compbench.errors import CompbenchError, DataError, UnknownNameError, UsageError, first_line
 
 
 def _mteb_wrapper_base() -> type:
@@ -97,9 +97,8 @@ def check_data(tasks: Sequence[Any]) -> None:
         try:
             task.load_data()
         except Exception as exc:  # noqa: BLE001 - the dataset is unavailable, whatever the library says
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"mteb task {task.metadata.name} needs the dataset {where}, which cannot be loaded "
-                            f"({type(exc).__name__}: {first}); run once with network access to fill the "
+                            f"({first_line(exc)}); run once with network access to fill the "
                             "Hugging Face cache") from exc
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from compbench.bench.record import Record, SchemaError, migrate, to_json
-from compbench.errors import RecordError, UsageError
+from compbench.errors import RecordError, UsageError, first_line, quoted
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def load_record(path: Path | str) -> Record:
     except json.JSONDecodeError as exc:
         raise RecordError(f"{p}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     except (ValueError, RecursionError) as exc:  # e.g. an integer of > 4300 digits, nesting too deep
-        raise RecordError(f"{p}: malformed JSON: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise RecordError(f"{p}: malformed JSON: {first_line(exc)}") from exc
     if not isinstance(doc, dict):
         raise RecordError(f"{p}: a record must be a JSON object")
     try:
@@ -59,7 +59,7 @@ def load_record(path: Path | str) -> Record:
         raise RecordError(f"{p}: {exc}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) if str(x).isprintable() else repr(str(x)) for x in first["loc"]) or "<root>"
+        where = ".".join(quoted(x) for x in first["loc"]) or "<root>"
         raise RecordError(f"{p}: invalid record: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
-from compbench.errors import CompbenchError, TrackError, UnattainableBudgetError, UsageError
+from compbench.errors import CompbenchError, TrackError, UnattainableBudgetError, UsageError, first_line
 
 MAX_OOM_RETRIES = 3
 
@@ -40,11 +40,6 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
     if d.get("seeds") is not None:
         d["seeds"] = tuple(int(s) for s in d["seeds"])
     return RunConfig(**d)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
@@ -143,7 +138,7 @@ def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str
         except Exception as exc:  # noqa: BLE001 - any crash of a cell becomes a failed record
             oom = _is_cuda_oom(exc)
             tb = traceback.format_exc().strip().splitlines()[-25:]
-            record = outcome_record(config, "failed", _first_line(exc), measurements={"traceback": tb})
+            record = outcome_record(config, "failed", first_line(exc), measurements={"traceback": tb})
         if oom and batch > 1 and retries < MAX_OOM_RETRIES:
             _free_cuda()
             batch = max(1, batch // 2)

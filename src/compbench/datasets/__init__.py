@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from compbench.errors import DataError, UnknownNameError
+from compbench.errors import DataError, UnknownNameError, first_line, quoted
 from compbench.registry import Registry
 
 
@@ -144,16 +144,16 @@ def load_split(name: str, split: str, *, root: Path | None = None, source: str =
     try:  # the footer first: a damaged or empty file gets a precise one-line message
         n_rows = pq.read_metadata(path).num_rows
     except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
-        raise DataError(f"cannot read data file {path}: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
+        raise DataError(f"cannot read data file {path}: {first_line(exc)}") from exc
     if n_rows == 0:
         raise DataError(f"data file {path} is empty")
     try:
         ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
-        raise DataError(f"cannot read data file {path}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"cannot read data file {path}: {first_line(exc)}") from exc
     missing = [c for c in card.columns if c not in ds.column_names]
     if missing:
-        raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} (has {', '.join(ds.column_names)})")
+        raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} (has {', '.join(quoted(c) for c in ds.column_names)})")
     if len(ds) == 0:
         raise DataError(f"data file {path} is empty")
     return ds
@@ -169,7 +169,7 @@ def load_from_hub(card: DatasetCard, split: str, *, path_override: str | None = 
     try:
         ds = datasets.load_dataset(path_override or card.hf_id, card.hf_config, split=split, revision=card.hf_revision)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"cannot load hub dataset '{card.hf_id}' ({type(exc).__name__}: {exc}); "
+        raise DataError(f"cannot load hub dataset '{card.hf_id}' ({first_line(exc)}); "
                         "offline? use the shipped snapshot (source='local')") from exc
     renames = {k: v for k, v in card.hub_columns.items() if k in ds.column_names and k != v}
     return ds.rename_columns(renames) if renames else ds

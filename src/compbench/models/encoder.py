@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compbench.errors import DataError
+from compbench.errors import DataError, first_line
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -83,11 +83,11 @@ class SentenceEncoder:
         try:
             self.st = SentenceTransformer(str(path) if path else model, device=str(self.device))
         except Exception as exc:  # noqa: BLE001
-            why = (str(exc).strip().splitlines() or [""])[0]
+            why = first_line(exc)
             if type(exc).__name__ == "UnpicklingError":  # torch.load(weights_only=True) refused a non-tensor pickle
-                why = ("its weights file holds more than plain tensors; weights are loaded with "
+                why = ("UnpicklingError: its weights file holds more than plain tensors; weights are loaded with "
                        "torch.load(weights_only=True) and arbitrary pickles are never run (use a safetensors file)")
-            raise DataError(f"cannot load sentence encoder '{model}': {type(exc).__name__}: {why}") from exc
+            raise DataError(f"cannot load sentence encoder '{model}': {why}") from exc
         self.st.eval()
         for p in self.st.parameters():
             p.requires_grad_(False)

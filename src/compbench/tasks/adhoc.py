@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from compbench.errors import DataError, UsageError
+from compbench.errors import DataError, UsageError, first_line, quoted
 from compbench.tasks.base import Task, TaskCard
 
 KINDS = ("sts", "classification")
@@ -58,7 +58,7 @@ def read_frame(path: Path) -> Any:  # -> pandas.DataFrame
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"data file {path} is empty") from exc
     except Exception as exc:  # noqa: BLE001 - any parse failure is a data error
-        raise DataError(f"cannot read data file {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise DataError(f"cannot read data file {path}: {first_line(exc)}") from exc
     if len(df) == 0:
         raise DataError(f"data file {path} has a header but no rows")
     return df
@@ -68,13 +68,7 @@ def _require_columns(df: Any, path: Path, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} "
-                        f"(has {', '.join(_shown(c) for c in df.columns)}; needs {', '.join(columns)})")
-
-
-def _shown(name: Any) -> str:
-    """A column name as it goes into a one-line message: as is when printable, else quoted with escapes."""
-    text = str(name)
-    return text if text.isprintable() else repr(text)
+                        f"(has {', '.join(quoted(c) for c in df.columns)}; needs {', '.join(columns)})")
 
 
 def _texts(df: Any, path: Path, column: str) -> list[str]:
@@ -130,7 +124,7 @@ def _labels(df: Any, path: Path) -> np.ndarray:
     try:
         kind = type_of_target(y)
     except ValueError as exc:
-        raise DataError(f"data file {path}: column 'label': {exc}") from exc
+        raise DataError(f"data file {path}: column 'label': {first_line(exc)}") from exc
     if kind not in ("binary", "multiclass"):
         example = ", ".join(repr(v) for v in list(dict.fromkeys(y.tolist()))[:3])
         raise DataError(f"data file {path}: column 'label' has {kind} values (e.g. {example}); "
