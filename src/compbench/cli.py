@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compbench.errors import CompbenchError, UsageError
+from compbench.errors import CompbenchError, UsageError, first_line
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,8 +74,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001
             if debug:
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(first)} (rerun with --debug for the traceback)",
+            err_console.print(f"[bold red]error:[/] {escape(first_line(exc))} (rerun with --debug for the traceback)",
                               highlight=False, soft_wrap=True)
             sys.exit(1)
 

@@ -153,7 +153,8 @@ def load_split(name: str, split: str, *, root: Path | None = None, source: str =
         raise DataError(f"cannot read data file {path}: {first_line(exc)}") from exc
     missing = [c for c in card.columns if c not in ds.column_names]
     if missing:
-        raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} (has {', '.join(quoted(c) for c in ds.column_names)})")
+        has = ", ".join(quoted(c) for c in ds.column_names)
+        raise DataError(f"data file {path} lacks column(s) {', '.join(missing)} (has {has})")
     if len(ds) == 0:
         raise DataError(f"data file {path} is empty")
     return ds
