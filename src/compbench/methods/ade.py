@@ -64,6 +64,7 @@ from compbench.methods.ade_model import (
     index_dtype,
 )
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import at_least, non_negative
 
 PAPER = ("Demirci, Aptourachman & Kaya 2026, ADE: Adaptive Dictionary Embeddings (arXiv 2604.24940); "
          "stage 1 after Liang et al. 2021, Anchor & Transform (arXiv 2003.08197)")
@@ -99,8 +100,8 @@ def spherical_kmeans(x: torch.Tensor, k: int, *, iters: int, seed: int) -> torch
     import faiss
 
     data = np.ascontiguousarray(x.detach().float().cpu().numpy())
-    km = faiss.Kmeans(data.shape[1], k, niter=max(1, iters), seed=int(seed) + 1, spherical=True, verbose=False,
-                      max_points_per_centroid=256)
+    km = faiss.Kmeans(data.shape[1], k, niter=max(1, iters), seed=(int(seed) + 1) % 2**31,  # faiss: a C int
+                      spherical=True, verbose=False, max_points_per_centroid=256)
     km.train(data)
     return F.normalize(torch.from_numpy(np.array(km.centroids)).to(x.device), dim=1)
 
@@ -403,8 +404,8 @@ _OPTIONS = {
     "tau": f"stage-1 threshold on the unit-scale weights (default {DEFAULT_TAU})",
     "train_anchors": "train track: fine-tune the anchors (default true, Section 4.2; false = frozen, Appendix C)",
     "kmeans_iters": "stage-1 k-means iterations (default 10)",
-    "mod_iters": "stage-1 alternations of NN-OMP coding and the MOD anchor update (default 2)",
-    "epochs": "stage-1 Adam epochs over the vocabulary with the 1 - cos loss (default 2)",
+    "mod_iters": "stage-1 alternations of NN-OMP coding and the MOD anchor update (default 2; 0 skips them)",
+    "epochs": "stage-1 Adam epochs over the vocabulary with the 1 - cos loss (default 2; 0 skips them)",
     "residual": "train track: residual connection around SAT (default true)",
 }
 
@@ -413,6 +414,8 @@ class _ADEBase(Method):
     """Shared configure / compress / build of ``ade`` and ``ade-merged``."""
 
     variant = "anchor"
+    option_ranges = {"anchors": at_least(1), "max_active": at_least(1), "tau": non_negative(),
+                     "kmeans_iters": at_least(1), "mod_iters": at_least(0), "epochs": at_least(0)}
 
     def _anchor_dtype(self) -> torch.dtype:
         """Anchor storage dtype without fine-tuning (posthoc, or train with frozen anchors)."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
+from compbench.methods.options import OptionRange, check_options
 
 MODES = ("posthoc", "train")
 
@@ -99,12 +100,16 @@ class Method:
     """
 
     card: ClassVar[MethodCard]
+    # the valid values of every numeric option of the card (option name -> range); checked at construction,
+    # so an out-of-range value (``-o rank=-5``) fails before any work (see compbench.methods.options)
+    option_ranges: ClassVar[Mapping[str, OptionRange]] = {}
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.card.options))
         if unknown:
             known = ", ".join(sorted(self.card.options)) or "none"
             raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(unknown)} (options: {known})")
+        check_options(self.card.name, options, self.option_ranges)
         self.options = dict(options)
 
     # -- budget -> hyperparameters -----------------------------------------

@@ -10,6 +10,7 @@ import torch
 
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, DenseEmbedding, Method, MethodCard, generator
+from compbench.methods.options import positive
 
 
 @METHODS.register("dense")
@@ -25,6 +26,7 @@ class Dense(Method):
         description="fp32 V x d table; only meets the 1x budget",
         options={"init_std": "std of the normal init in the train track (default d**-0.5)"},
     )
+    option_ranges = {"init_std": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         need = num_embeddings * embedding_dim * 4

@@ -40,6 +40,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 from compbench.methods.hashing import MERSENNE_PRIME, draw_universal, universal_hash
 from compbench.methods.lowrank import check_shape
 
@@ -148,6 +149,8 @@ class DHE(Method):
             "init_std": "output std at init (default d**-0.5)",
         },
     )
+    option_ranges = {"num_hashes": at_least(1), "buckets": at_least(2), "layers": at_least(1), "width": at_least(1),
+                     "init_std": positive()}
 
     def _settings(self) -> dict[str, Any]:
         k = self.option("num_hashes", 1024)

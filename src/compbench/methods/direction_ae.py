@@ -50,6 +50,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 
 COS_COEFF = 0.9975 / 5.0  # cos_dist coeff / scaler_div (configs/config.yaml)
 L1_COEFF = 0.0025
@@ -163,6 +164,8 @@ class DirectionAE(Method):
             "select": "best (default: epoch with the highest mean row cosine) or final",
         },
     )
+    option_ranges = {"latent_dim": at_least(1), "epochs": at_least(1), "additional_epochs": at_least(0),
+                     "batch_size": at_least(1), "lr": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         k = max_latent(num_embeddings, embedding_dim, budget_bytes)

@@ -40,6 +40,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 from compbench.methods.dhe import default_linear_init_
 from compbench.methods.lowrank import check_shape
 
@@ -128,6 +129,7 @@ class FourierMLP(Method):
             "norm_len": "normalise by norm_len - 1 instead of V - 1 (128 reproduces the official CUDA kernel)",
         },
     )
+    option_ranges = {"width": at_least(1), "max_expansion": positive(), "norm_len": at_least(2)}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)

@@ -30,6 +30,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least
 
 DEFAULT_NITER = 25  # faiss' default
 DEFAULT_TRAIN_SIZE = 65536
@@ -103,6 +104,7 @@ class KMeans(Method):
                           "every row is then assigned",
         },
     )
+    option_ranges = {"K": at_least(1), "niter": at_least(1), "train_size": at_least(1)}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         niter = self.option("niter", DEFAULT_NITER)

@@ -30,6 +30,7 @@ import torch
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 from compbench.methods.svd import LowRankEmbedding, max_rank
 
 
@@ -65,6 +66,7 @@ class LowRank(Method):
             "init": "fan_in (default: A ~ N(0, init_std^2), B ~ N(0, 1/r)) or balanced (both on one scale)",
         },
     )
+    option_ranges = {"rank": at_least(1), "init_std": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)

@@ -47,6 +47,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least
 from compbench.methods.packing import unpack
 
 DEFAULT_NBITS = 8
@@ -147,6 +148,8 @@ def _centroids(pq: Any) -> torch.Tensor:
 
 class _PQBase(Method):
     rotation: bool = False
+    option_ranges = {"nbits": at_least(1, high=MAX_NBITS), "M": at_least(1), "train_size": at_least(1),
+                     "niter": at_least(1)}
 
     def _int_option(self, key: str, default: int, low: int) -> int:
         value = self.option(key, default)
@@ -245,6 +248,8 @@ class OPQ(_PQBase):
                  "opq_train_size": f"rows the rotation is learned on, a seeded subsample (default "
                                    f"{DEFAULT_OPQ_TRAIN_SIZE}; faiss: 65536)"},
     )
+    option_ranges = {**_PQBase.option_ranges, "niter_opq": at_least(1), "niter_pq_0": at_least(1),
+                     "opq_train_size": at_least(1)}  # opq_train_size >= 2**nbits: checked in configure
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         import faiss

@@ -42,6 +42,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 from compbench.methods.lowrank import check_shape
 
 OPS = ("mult", "add", "concat")
@@ -139,6 +140,7 @@ class QR(Method):
             "init_std": "std of every output entry at init (default d**-0.5)",
         },
     )
+    option_ranges = {"partitions": at_least(2, auto=0), "collisions": at_least(1), "init_std": positive()}
 
     def _op(self) -> str:
         op = str(self.option("op", "mult")).lower()

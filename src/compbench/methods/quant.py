@@ -26,6 +26,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import at_least
 from compbench.methods.packing import pack, packed_width, unpack
 
 QUANT_REFERENCE = "Jacob et al. 2018 (integer quantisation); sentence-transformers embedding quantisation (2024)"
@@ -110,6 +111,8 @@ _GROUP_OPT = {"group_size": "columns per scale group (default: the whole row)"}
 
 
 class _IntQuant(_Quant):
+    option_ranges = {"group_size": at_least(1)}  # a divisor of d: checked in configure
+
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         groups = embedding_dim // self._group(embedding_dim)
         return num_embeddings * packed_width(embedding_dim, self.bits) + num_embeddings * groups * 8

@@ -15,6 +15,7 @@ from torch import nn
 
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import at_least
 
 
 class LowRankEmbedding(CompressedEmbedding):
@@ -57,6 +58,7 @@ class SVD(Method):
         description="E ~= (U_r S_r) V_r^T, fp32 factors, rank from the budget",
         options={"rank": "force a rank (must still fit the budget)"},
     )
+    option_ranges = {"rank": at_least(1)}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         r = max_rank(num_embeddings, embedding_dim, budget_bytes)

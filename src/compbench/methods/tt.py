@@ -38,6 +38,7 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import at_least, positive
 from compbench.methods.lowrank import check_shape
 
 
@@ -128,6 +129,7 @@ class TT(Method):
             "init_std": "std of every reconstructed entry at init (default d**-0.5)",
         },
     )
+    option_ranges = {"rank": at_least(1), "init_std": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
