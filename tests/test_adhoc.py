@@ -164,6 +164,9 @@ def test_non_numeric_scores(tmp_path):
     ([1] * 16, "single class"),
     ([[1, 2]] * 16, "unsupported label type"),
     ([None] + [1, 0] * 7 + [1], "missing values"),
+    ([float(i) for i in range(16)], r"looks continuous or like an id: 16 distinct values in 16 rows"),
+    ([i % 9 for i in range(16)], r"9 distinct values in 16 rows; .* \(at most 8 classes here\)"),
+    ([f"user{i}" for i in range(16)], "looks continuous or like an id"),
 ])
 def test_bad_labels(tmp_path, labels, msg):
     p = tmp_path / "l.parquet"
@@ -171,6 +174,14 @@ def test_bad_labels(tmp_path, labels, msg):
     df.to_parquet(p)
     with pytest.raises(DataError, match=msg):
         get_task("posthoc", f"classification:{p}")
+
+
+def test_up_to_half_as_many_classes_as_rows_is_fine(tmp_path):
+    """The id/score-column rule allows at most one class per 2 rows on average (8 classes in 16 rows)."""
+    p = tmp_path / "eight.parquet"
+    pd.DataFrame({"text": POS + NEG, "label": [float(i % 8) for i in range(16)]}).to_parquet(p)
+    task = get_task("posthoc", f"classification:{p}")
+    assert task is not None
 
 
 def test_mixed_label_types(tmp_path):

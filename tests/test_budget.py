@@ -20,7 +20,6 @@ MINILM_REF = 30522 * 384 * 4  # 46,881,792
         ("1.5MiB", "1572864B", 1_572_864),
         ("800KB", "800000B", 800_000),
         ("1172044B", "1172044B", 1_172_044),
-        ("2GiB", "2147483648B", 2_147_483_648),
         (" 40x ", "40x", 1_172_044),
     ],
 )
@@ -38,6 +37,20 @@ def test_rejects_malformed(bad: str) -> None:
     msg = str(exc.value)
     assert "\n" not in msg
     assert "40x" in msg and "MiB" in msg  # the message shows the valid forms
+
+
+def test_absolute_budget_up_to_the_dense_size() -> None:
+    """An absolute budget may be anything from 1 byte to the dense table's size (1x); above it is refused,
+    as a ratio below 1x is (``999GB`` used to be accepted while ``0.5x`` was refused)."""
+    big = reference_bytes(128_100, 768)  # DeBERTa-v3-base: 393,523,200 B
+    assert Budget.parse("2GiB").max_bytes == 2_147_483_648  # parsing alone knows no table
+    assert Budget.parse("300MB").resolve(big) == 300_000_000
+    assert Budget.parse(f"{MINILM_REF}B").resolve(MINILM_REF) == MINILM_REF  # exactly 1x
+    for text in ("2GiB", "999GB", f"{MINILM_REF + 1}B"):
+        with pytest.raises(BudgetError, match="is larger than the dense table") as exc:
+            Budget.parse(text).resolve(MINILM_REF)
+        msg = str(exc.value)
+        assert "\n" not in msg and "46,881,792 B" in msg and f"{Budget.parse(text).max_bytes:,} B" in msg
 
 
 def test_reference_bytes_is_fp32_table() -> None:

@@ -8,7 +8,8 @@ silently halves a budget.
 
 Units: ``B``; decimal ``KB``/``MB``/``GB`` (10^3, 10^6, 10^9); binary
 ``KiB``/``MiB``/``GiB`` (2^10, 2^20, 2^30). Ratios must be >= 1 (``1x`` is the
-dense reference). The canonical string (used in record keys and paths) is
+dense reference), and an absolute size must not exceed ``reference_bytes`` (checked by
+:meth:`Budget.resolve`, when the table is known). The canonical string (used in record keys and paths) is
 ``"40x"`` / ``"1.5x"`` for ratios and ``"<int>B"`` for absolute sizes.
 """
 
@@ -76,8 +77,16 @@ class Budget:
         raise BudgetError(f"invalid budget {text!r}; {VALID_FORMS}")
 
     def resolve(self, reference_bytes: int) -> int:
-        """Allowed stored bytes for a table whose fp32 size is ``reference_bytes`` (floor)."""
+        """Allowed stored bytes for a table whose fp32 size is ``reference_bytes`` (floor).
+
+        An absolute budget larger than ``reference_bytes`` is refused (BudgetError), as a ratio below 1x is:
+        no compressed table may be larger than the dense one it replaces.
+        """
         if self.max_bytes is not None:
+            if self.max_bytes > reference_bytes:
+                raise BudgetError(f"budget {self} ({self.max_bytes:,} B) is larger than the dense table "
+                                  f"({reference_bytes:,} B, fp32 V x d); an absolute budget must be at most "
+                                  f"{reference_bytes}B (1x)")
             return int(self.max_bytes)
         assert self.ratio is not None
         return int(math.floor(reference_bytes / self.ratio))

@@ -7,7 +7,9 @@
   embeddings (posthoc: encoder with the compressed token table; store: vectors of the
   unique sentences, compressed).
 - ``classification``: columns ``text``, ``label`` (integer, boolean or string classes) and
-  optionally ``split`` (``train`` / ``test``); without it a fixed split is drawn: 80 / 20,
+  optionally ``split`` (``train`` / ``test``). Labels that look continuous are refused: floats that
+  are not whole numbers, and more distinct labels than half the rows (a score or id column, e.g.
+  50 distinct values in 60 rows). Without ``split`` a fixed split is drawn: 80 / 20,
   stratified when every class has at least two rows, ``random_state=0``. Main metric:
   accuracy of the posthoc track's logistic regression (StandardScaler, C=1) on the
   (compressed) sentence embeddings.
@@ -35,6 +37,7 @@ KINDS = ("sts", "classification")
 ADHOC_TRACKS = ("posthoc", "store")
 SPLIT_VALUES = ("train", "test")
 TEST_FRACTION = 0.2
+MAX_CLASS_FRACTION = 0.5  # more distinct labels than half the rows: a score or id column, not classes
 
 
 def read_frame(path: Path) -> Any:  # -> pandas.DataFrame
@@ -129,8 +132,13 @@ def _labels(df: Any, path: Path) -> np.ndarray:
         example = ", ".join(repr(v) for v in list(dict.fromkeys(y.tolist()))[:3])
         raise DataError(f"data file {path}: column 'label' has {kind} values (e.g. {example}); "
                         "need integer, boolean or string class labels")
-    if len(np.unique(y)) < 2:
+    n_classes = len(np.unique(y))
+    if n_classes < 2:
         raise DataError(f"data file {path}: column 'label' has a single class; classification needs at least 2")
+    if n_classes > len(y) * MAX_CLASS_FRACTION:
+        raise DataError(f"data file {path}: column 'label' looks continuous or like an id: {n_classes} distinct "
+                        f"values in {len(y)} rows; class labels need at least 2 rows per class on average "
+                        f"(at most {int(len(y) * MAX_CLASS_FRACTION)} classes here)")
     if y.dtype.kind == "f":
         y = y.astype(np.int64)  # integral floats (1.0, 2.0) from parquet
     return y
