@@ -366,9 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         apply_threads(1 if device.type == "cpu" else available_cpus())
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
-            work = args.out
             lookup_checks(rows, device, sizes)
-            cell_checks(rows, device, sizes, work)
+            cell_checks(rows, device, sizes, args.out)
         else:
             with tempfile.TemporaryDirectory(prefix="compbench-gpu-check-") as tmp:
                 lookup_checks(rows, device, sizes)

@@ -54,7 +54,7 @@ def test_dry_run_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     assert lines[1] == "|---|---|---|---|"
     rows = _rows(proc.stdout)
     assert list(rows) == DRY_ROWS
-    for name, cells in rows.items():
+    for cells in rows.values():
         assert len(cells) == 4, cells
         assert cells[1] == "ok", cells
         assert float(cells[3]) >= 0.0
