@@ -44,11 +44,18 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pd.DataFrame({"text": texts, "label": [[1], [2]] * 4}).to_parquet(d / "list_labels.parquet")
     pd.DataFrame({"text": texts, "label": [0, None] * 4}).to_parquet(d / "missing_labels.parquet")
     pd.DataFrame({"text": texts, "label": [1] * 8}).to_parquet(d / "one_class.parquet")
+    many = [f"sentence number {i}" for i in range(60)]
+    pd.DataFrame({"text": many, "label": [float(i % 50) for i in range(60)]}).to_parquet(d / "score_labels.parquet")
+    pd.DataFrame({"text": many, "label": list(range(60))}).to_parquet(d / "id_labels.parquet")
     pd.DataFrame({"text": texts, "label": [0, 1] * 4, "split": ["train", "dev"] * 4}).to_parquet(d / "bad_split.parquet")
     pd.DataFrame({"text": ["a", ""] * 4, "label": [0, 1] * 4}).to_parquet(d / "empty_text.parquet")
     (d / "blocker").write_text("a file where the results folder should be")
     (d / "bad.yaml").write_text("methods: [svd\nbudgets: 10x\n")
     (d / "list.yaml").write_text("- svd\n- 10x\n")
+    grid = "methods: [svd]\nbudgets: [10x]\ntasks: [posthoc/fidelity]\n"
+    (d / "threads.yaml").write_text("name: many-threads\nthreads: 10000\n" + grid)
+    (d / "seeds.yaml").write_text("name: big-seeds\nthreads: 1\nseeds: [0, 4294967296]\n" + grid)
+    (d / "rank.yaml").write_text("name: neg-rank\nthreads: 1\noptions: {svd: {rank: -5}}\n" + grid)
     (d / "empty_results").mkdir()
     return d
 
@@ -99,6 +106,58 @@ CASES = [
     ("option-unknown", [*RUN, "--option", "nope=1"], 2, "method 'svd' has no option(s) nope (options: rank)"),
     ("option-no-value", [*RUN, "--option", "rank"], 2, "--option expects key=value, got 'rank'"),
     ("train-flag-on-posthoc", [*RUN, "--max-steps", "3"], 2, "apply to --track train only"),
+    # numeric input out of range (issue 18): threads above the cores, option ranges, seeds, budgets above dense
+    ("threads-above-cores", [*RUN, "--threads", "10000"], 2, "--threads 10000 is more than the"),
+    ("seed-too-large", [*RUN, "--seed", "99999999999999999999"], 2,
+     "--seed must be >= 0 and <= 2147483647 (2**31 - 1, the range faiss, numpy and torch all accept), "
+     "got 99999999999999999999"),
+    ("seed-above-int32", [*RUN, "--seed", "2147483648"], 2, "--seed must be >= 0 and <= 2147483647"),
+    ("seeds-too-large", ["run", "--method", "hashing", "--budget", "10x", "--track", "train", "--task", "trec",
+                         "--seeds", "0,99999999999999999999"], 2, "--seeds must be >= 0 and <= 2147483647"),
+    ("option-negative-rank", [*RUN, "-o", "rank=-5"], 2, "option rank=-5 of method 'svd' must be an integer >= 1"),
+    ("option-zero-rank", [*RUN, "-o", "rank=0"], 2, "option rank=0 of method 'svd' must be an integer >= 1"),
+    ("option-fractional-rank", [*RUN, "-o", "rank=2.5"], 2, "option rank=2.5 of method 'svd' must be an integer"),
+    ("option-wrong-type", [*RUN, "-o", "rank=abc"], 2, "option rank=abc of method 'svd' must be an integer >= 1"),
+    ("option-zero-iterations", ["run", "--method", "pq", "--budget", "10x", "-o", "niter=0"], 2,
+     "option niter=0 of method 'pq' must be an integer >= 1"),
+    ("option-nbits-above-max", ["run", "--method", "pq", "--budget", "10x", "-o", "nbits=17"], 2,
+     "option nbits=17 of method 'pq' must be an integer in 1..16"),
+    ("option-nan", ["run", "--method", "direction-ae", "--budget", "10x", "-o", "lr=nan"], 2,
+     "option lr=nan of method 'direction-ae' must be a number > 0"),
+    ("option-train-size", ["run", "--method", "hashing", "--budget", "10x", "--track", "train", "--task", "trec",
+                           "-o", "buckets=-1"], 2, "option buckets=-1 of method 'hashing' must be an integer >= 1"),
+    ("option-train-std", ["run", "--method", "tt", "--budget", "10x", "--track", "train", "--task", "trec",
+                          "-o", "init_std=0"], 2, "option init_std=0 of method 'tt' must be a number > 0"),
+    ("budget-above-dense", [*RUN[:-1], "999GB"], 2,
+     "budget 999,000,000,000 B is larger than the dense table (46,881,792 B, fp32 V x d); an absolute budget "
+     "must be at most 46881792B (1x)"),
+    ("budget-above-dense-words", [*RUN[:-1], "81MB", "--track", "words"], 2,
+     "is larger than the dense table (80,000,000 B"),
+    ("budget-above-dense-train", ["run", "--method", "hashing", "--budget", "1GiB", "--track", "train",
+                                  "--task", "trec"], 2, "is larger than the dense table (15,627,264 B"),
+    ("sweep-threads-above-cores", ["sweep", "--suite", "smoke", "--threads", "10000", "--results", "{d}/r"], 2,
+     "--threads 10000 is more than the"),
+    ("sweep-suite-threads-above-cores", ["sweep", "{d}/threads.yaml", "--results", "{d}/r"], 2,
+     "suite many-threads: threads 10000 is more than the"),
+    ("sweep-seeds-too-large", ["sweep", "--suite", "smoke", "--seeds", "0,4294967296", "--results", "{d}/r"], 2,
+     "--seeds must be >= 0 and <= 2147483647"),
+    ("sweep-suite-seeds-too-large", ["sweep", "{d}/seeds.yaml", "--results", "{d}/r"], 2,
+     "suite big-seeds: seeds must be >= 0 and <= 2147483647"),
+    ("sweep-option-out-of-range", ["sweep", "{d}/rank.yaml", "--results", "{d}/r"], 2,
+     "option rank=-5 of method 'svd' must be an integer >= 1"),
+    ("sweep-budget-above-dense", ["sweep", "--suite", "smoke", "--budgets", "999GB", "--results", "{d}/r"], 2,
+     "is larger than the dense table"),
+    ("mteb-threads-zero", ["mteb", "--method", "pq", "--budget", "40x", "--tasks", "STSBenchmark", "--threads", "0"],
+     2, "--threads must be >= 1, got 0"),
+    ("mteb-seed-too-large", ["mteb", "--method", "pq", "--budget", "40x", "--tasks", "STSBenchmark",
+                             "--seed", "-1"], 2, "--seed must be >= 0 and <= 2147483647"),
+    ("ade-lookup-threads-above-cores", ["ade-lookup", "--threads", "10000"], 2, "--threads 10000 is more than the"),
+    ("ade-lookup-seed-too-large", ["ade-lookup", "--seed", "99999999999999999999"], 2,
+     "--seed must be >= 0 and <= 2147483647"),
+    ("labels-look-continuous", [*RUN, "--task", "classification:{d}/score_labels.parquet"], 1,
+     "column 'label' looks continuous or like an id: 50 distinct values in 60 rows"),
+    ("labels-look-like-ids", [*RUN, "--task", "classification:{d}/id_labels.parquet"], 1,
+     "column 'label' looks continuous or like an id: 60 distinct values in 60 rows"),
     # user data files (bring your own data)
     ("data-missing", [*RUN, "--task", "sts:{d}/nope.csv"], 2, "data file not found: {d}/nope.csv"),
     ("data-directory", [*RUN, "--task", "sts:{d}"], 2, "data path is not a file: {d}"),

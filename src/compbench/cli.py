@@ -109,10 +109,14 @@ def main(debug: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", default=None, help="Train track: comma-separated seeds aggregated as mean +- std (e.g. 0,1,2).")
 @click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Results folder (default: $COMPBENCH_RESULTS or results/).")
+              help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
+                   "the committed leaderboard is written only with an explicit --results results).")
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value (repeatable).")
 @click.option("--model", default=None, help="Sentence encoder path or hub id (default: bundled all-MiniLM-L6-v2).")
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record (with --dry-run: the plan) as JSON on stdout.")
+@click.option("--dry-run", is_flag=True,
+              help="Resolve method, budget, task, device, threads, key and attainability; print the plan and "
+                   "exit without loading a model or writing anything.")
 @click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
 @click.option("--d-model", "d_model", type=int, default=None, help="Train track: embedding/model width (default 128).")
 @click.option("--max-steps", type=int, default=None, help="Train track: cap on optimiser steps (smoke runs; in the key).")
@@ -126,19 +130,28 @@ def main(debug: bool) -> None:
 def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
-        max_eval_samples: int | None, recipe: tuple[str, ...]) -> None:
-    """Run one cell: compress (or train), evaluate, measure, write one record."""
+        max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool) -> None:
+    """Run one cell: compress (or train), evaluate, measure, write one record.
+
+    Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
+    checked before a model is loaded.
+    """
+    from compbench.bench.dryrun import plan_cell
     from compbench.bench.record import to_json
     from compbench.bench.runner import run_cell
     from compbench.bench.store import ResultStore
+    from compbench.bench.validate import check_seed, check_seeds, check_threads
     from compbench.config import RunConfig, default_results_dir
 
+    check_threads(threads)
+    check_seed(seed)
     seed_list = None
     if seeds:
         try:
             seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
         except ValueError as exc:
             raise UsageError(f"--seeds expects comma-separated integers, got '{seeds}'") from exc
+        check_seeds(seed_list)
     train_flags = {"backbone": backbone, "d_model": d_model, "max_steps": max_steps,
                    "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
     extra: dict[str, Any] = {k: v for k, v in train_flags.items() if v is not None}
@@ -152,12 +165,50 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
                          "apply to --track train only")
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
                     options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra)
-    store = ResultStore(results or default_results_dir())
+    root = results or default_results_dir()
+    plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
+    if dry_run:
+        print_plan(plan, as_json)
+        return
+    store = ResultStore(root)
     record = run_cell(cfg, store)
     if as_json:
         click.echo(to_json(record), nl=False)
     else:
         print_record(record, store.path_for(record.key))
+
+
+def print_plan(plan: Any, as_json: bool = False) -> None:
+    """Print a planned cell (``run --dry-run``): a short table, or JSON."""
+    d = plan.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
+        return
+    t = Table(title=f"[bold]dry run[/]: {escape(d['key'])}", show_header=False, title_justify="left")
+    t.add_column("field", style="cyan")
+    t.add_column("value", overflow="fold")
+    opts = f"  {json.dumps(d['options'], sort_keys=True)}" if d["options"] else ""
+    t.add_row("method", escape(f"{d['method']} v{d['method_version']}{opts}"))
+    t.add_row("track", escape(d["track"]))
+    t.add_row("task", escape(f"{d['task']} v{d['task_version']}"))
+    if d["allowed_bytes"] is not None:
+        v, dim = d["table_shape"]
+        budget = (f"{d['budget']}: allows {d['allowed_bytes']:,} B of {d['reference_bytes']:,} B "
+                  f"({v:,} x {dim} fp32); attainable")
+        t.add_row("budget", escape(budget))
+        top = {k: v for k, v in (d["method_config"] or {}).items() if not isinstance(v, (dict, list, tuple))}
+        t.add_row("config", escape(json.dumps(top, sort_keys=True, default=str)))  # --json has all of it
+    else:
+        t.add_row("budget", escape(f"{d['budget']} (the table's size, and so attainability, is known only "
+                                   "once the model is loaded)"))
+    seeds = f"seeds {','.join(map(str, d['seeds']))}" if d["seeds"] else f"seed {d['seed']}"
+    t.add_row("device", escape(f"{d['device']}, {d['threads']} threads, {seeds}"))
+    t.add_row("key", escape(d["key"]))
+    if plan.identity is not None:
+        ident = plan.identity
+        t.add_row("identity", escape(ident.describe() if hasattr(ident, "describe") else str(ident)))
+    t.add_row("record", escape(d["record"]))
+    console.print(t)
 
 
 def _fmt_bytes(n: float | None) -> str:

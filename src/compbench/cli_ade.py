@@ -28,12 +28,15 @@ def ade_lookup(budget: str, device: str, threads: int | None, batch: int, seq: i
     _quiet_libraries()
     from compbench.bench.budget import Budget, reference_bytes
     from compbench.bench.measure import apply_threads, available_cpus, resolve_device
+    from compbench.bench.validate import check_seed, check_threads
     from compbench.errors import UsageError
     from compbench.methods.ade import ADE, vp_benchmark
     from compbench.models.encoder import SentenceEncoder
 
     if min(batch, seq, iters) < 1:
         raise UsageError("--batch, --seq and --iters must be >= 1")
+    check_threads(threads)
+    check_seed(seed)
     apply_threads(threads if threads is not None else available_cpus())
     dev = resolve_device(device)
     table = SentenceEncoder(None, device="cpu").token_table

@@ -21,7 +21,8 @@ from compbench.cli import _parse_options, console, handle_errors
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Results folder (default: $COMPBENCH_RESULTS or results/).")
+              help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
+                   "the committed leaderboard is written only with an explicit --results results).")
 @click.option("--mteb-cache", type=click.Path(path_type=Path), default=None,
               help="mteb ResultCache folder (default: none, always evaluate).")
 @click.option("--dense/--no-dense", default=True, show_default=True,
@@ -33,8 +34,11 @@ def mteb_command(method: str, budget: str, tasks: str, model: str | None, option
     """Run MTEB tasks with the encoder's token table compressed by METHOD at BUDGET (needs the tasks' data:
     online, or already in the Hugging Face cache)."""
     from compbench.bench.mteb_interop import run_mteb
+    from compbench.bench.validate import check_seed, check_threads
     from compbench.config import default_results_dir
 
+    check_threads(threads)
+    check_seed(seed)
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     root = results or default_results_dir()
     records = run_mteb(method, budget, names, model=model, options=_parse_options(options), device=device,

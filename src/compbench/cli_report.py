@@ -13,7 +13,8 @@ from compbench.cli import console, err_console, handle_errors
 
 @click.command()
 @click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Results folder to read (default: $COMPBENCH_RESULTS or results/).")
+              help="Results folder to read (default: $COMPBENCH_RESULTS, else results/, the committed "
+                   "leaderboard; your own runs are in results/local/).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
               help="Folder to write the report into (pages no longer generated are removed; other files are kept).")
 @click.option("--task", "tasks", multiple=True, help="Only this task ('stsb' or 'posthoc/stsb'); repeatable.")
@@ -24,10 +25,10 @@ from compbench.cli import console, err_console, handle_errors
 def report(results: Path | None, out: Path, tasks: tuple[str, ...], devices: tuple[str, ...],
            tracks: tuple[str, ...]) -> None:
     """Render reports/index.md|html and one page per track, task and device from the stored records."""
-    from compbench.config import default_results_dir
+    from compbench.config import leaderboard_results_dir
     from compbench.leaderboard.report import write_report
 
-    res = write_report(results or default_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks)
+    res = write_report(results or leaderboard_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks)
     for p in res.problems:
         err_console.print(f"[yellow]skipped malformed record[/] {escape(f'{p.path}: {p.reason}')}", highlight=False, soft_wrap=True)
     removed = f"; removed {len(res.removed)} stale file(s)" if res.removed else ""

@@ -54,7 +54,8 @@ class _SigtermAsInterrupt:
 @click.option("--devices", default=None, help="Override: comma-separated devices (cpu, cuda, auto).")
 @click.option("--threads", type=int, default=None, help="Override: CPU threads per cell.")
 @click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Results folder (default: $COMPBENCH_RESULTS or results/).")
+              help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
+                   "the committed leaderboard is written only with an explicit --results results).")
 @click.option("--overwrite", type=click.Choice(["never", "only-missing", "always"]), default="only-missing",
               show_default=True, help="Which existing records to re-run (only-missing: missing, stale, failed).")
 @click.option("--executor", type=click.Choice(["local", "ray", "inline"]), default="local", show_default=True,
@@ -65,7 +66,9 @@ class _SigtermAsInterrupt:
 @click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
               help="Import a module (and call FUNC) in the sweep and in every worker, to register out-of-tree "
                    "methods/tasks (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Print the planned cells and exit.")
+@click.option("--dry-run", is_flag=True,
+              help="Resolve and plan every cell (names, options, budgets, keys, what is up to date), print the "
+                   "plan and exit without running or writing anything.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @handle_errors
@@ -80,6 +83,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     """
     from compbench.bench.store import ResultStore
     from compbench.bench.sweep import apply_overrides, import_plugins, load_suite, make_executor, prepare_sweep, run_sweep
+    from compbench.bench.validate import check_seeds, check_threads
     from compbench.config import default_results_dir
 
     if suite_arg and suite_opt:
@@ -87,9 +91,19 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     spec = suite_arg or suite_opt
     if not spec:
         raise UsageError("no suite: use --suite smoke|default|full or give a path to a suite YAML file")
+    local_cores = not (executor == "ray" and address)  # a Ray cluster's cells run on other machines
+    check_threads(threads, upper=local_cores)
+    if seeds is not None:
+        try:
+            check_seeds(int(x) for x in seeds.split(",") if x.strip())
+        except ValueError:
+            pass  # not integers: apply_overrides says so
     import_plugins(imports)
     suite = apply_overrides(load_suite(spec), methods=methods, budgets=budgets, tasks=tasks, seeds=seeds,
                             devices=devices, threads=threads)
+    for g in suite.grids:  # values from the suite file (or the overrides): the same rules as the flags
+        check_threads(g.threads, f"suite {suite.name}: threads" if threads is None else "--threads", upper=local_cores)
+        check_seeds(g.seeds, f"suite {suite.name}: seeds" if seeds is None else "--seeds")
     store = ResultStore(results or default_results_dir())
     if executor != "local" and cell_timeout is not None:
         raise UsageError("--cell-timeout is only supported by the local executor")

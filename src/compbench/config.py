@@ -2,6 +2,16 @@
 
 The only environment variable compbench reads is ``COMPBENCH_RESULTS`` (the
 default results folder), and it is read here, once, at import.
+
+Where records go and come from:
+
+- ``compbench run``, ``sweep`` and ``mteb`` *write* to ``--results``, else ``$COMPBENCH_RESULTS``,
+  else ``results/local/`` (:func:`default_results_dir`). ``results/local/`` is gitignored, and a
+  ResultStore reads only its track folders (``results/<track>/...``), so a user's runs never touch
+  the committed leaderboard; that is written only with an explicit ``--results results``.
+- ``compbench report`` *reads* ``--results``, else ``$COMPBENCH_RESULTS``, else ``results/``
+  (:func:`leaderboard_results_dir`): by default it regenerates the committed ``reports/`` from the
+  committed ``results/``. Report your own runs with ``--results results/local --out DIR``.
 """
 
 from __future__ import annotations
@@ -12,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 ENV_RESULTS = os.environ.get("COMPBENCH_RESULTS")
-DEFAULT_RESULTS = "results"
+DEFAULT_RESULTS = "results/local"  # gitignored: user runs never write into the committed leaderboard
+LEADERBOARD_RESULTS = "results"  # the committed leaderboard (written only with an explicit --results results)
 
 
 def default_results_dir() -> Path:
-    """``$COMPBENCH_RESULTS`` if it was set when compbench was imported, else ``results/``."""
+    """Where run/sweep/mteb write: ``$COMPBENCH_RESULTS`` if it was set when compbench was imported,
+    else ``results/local/`` (gitignored, outside the committed leaderboard)."""
     return Path(ENV_RESULTS or DEFAULT_RESULTS)
+
+
+def leaderboard_results_dir() -> Path:
+    """Where ``compbench report`` reads by default: ``$COMPBENCH_RESULTS`` if set, else the committed
+    leaderboard ``results/``."""
+    return Path(ENV_RESULTS or LEADERBOARD_RESULTS)
 
 
 @dataclass(frozen=True)

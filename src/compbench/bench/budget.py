@@ -84,9 +84,8 @@ class Budget:
         """
         if self.max_bytes is not None:
             if self.max_bytes > reference_bytes:
-                raise BudgetError(f"budget {self} ({self.max_bytes:,} B) is larger than the dense table "
-                                  f"({reference_bytes:,} B, fp32 V x d); an absolute budget must be at most "
-                                  f"{reference_bytes}B (1x)")
+                raise BudgetError(f"budget {self.max_bytes:,} B is larger than the dense table ({reference_bytes:,} B, "
+                                  f"fp32 V x d); an absolute budget must be at most {reference_bytes}B (1x)")
             return int(self.max_bytes)
         assert self.ratio is not None
         return int(math.floor(reference_bytes / self.ratio))

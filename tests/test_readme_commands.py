@@ -1,0 +1,160 @@
+"""Every ``compbench`` command the README shows is checked (issue 18, part 5), so an example that cannot run
+fails CI.
+
+Commands are taken from the README's fenced code blocks (lines starting with ``compbench`` or ``$ compbench``,
+a trailing ``# comment`` removed) and from inline code spans that start with ``compbench``; the Makefile's
+``make demo`` command is checked too. For each one:
+
+- ``run`` and ``sweep``: dry-run through click's CliRunner (``--dry-run`` appended): names, options, budget,
+  task, device, threads, key and, where the table's shape is known without a model, attainability are
+  resolved exactly as the real command would; exit code 0 required. Nothing is run or written.
+- ``list`` and ``show``: run for real (cheap, read-only).
+- any other subcommand (``report``, ``compare``, ``mteb``, ``ade-lookup``): ``--help`` must succeed and the
+  command line must parse (click's ``make_context``: unknown options, missing required options and bad
+  values fail), without running it.
+
+Usage lines are not examples and are skipped: lines with ``[``-bracketed optional syntax, ``a|b``
+alternatives, ``...``, or an upper-case placeholder such as ``PATH``, ``FILE``, ``DIR``, ``BASE_DIR``,
+``M``, ``B`` (as in ``compbench run --method M --budget B [--track T] ...``). A bare subcommand in prose
+(``compbench run``, ``compbench report``) names the command; only its existence and ``--help`` are checked.
+
+The README's thread counts are for its 2-core development machine; the check of ``--threads`` against the
+cores this process may use is relaxed here, so the test also passes on a 1-core runner.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compbench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _strip_comment(line: str) -> str:
+    return re.sub(r"\s+#.*$", "", line).strip()
+
+
+def _is_usage(line: str) -> bool:
+    if "[" in line or "|" in line or "..." in line or "<" in line:
+        return True
+    tokens = [t for tok in line.split() for t in re.split(r"[:=,]", tok)]
+    return any(PLACEHOLDER.match(t) for t in tokens if t)
+
+
+def readme_commands(text: str) -> list[str]:
+    """``compbench ...`` command lines of a Markdown text: fenced code blocks and inline code spans, in order,
+    duplicates and usage lines removed."""
+    out: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            cmd = _strip_comment(stripped.removeprefix("$ "))
+            if cmd.startswith("compbench "):
+                out.append(cmd)
+        else:
+            out.extend(m.group(1).strip() for m in re.finditer(r"`(compbench [^`]+)`", line))
+    return [c for c in dict.fromkeys(out) if not _is_usage(c)]
+
+
+def makefile_commands() -> list[str]:
+    """``compbench`` commands of the Makefile's recipes (``$(VENV)/bin/compbench run ...``)."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    return [m.group(1) for m in re.finditer(r"\$\(VENV\)/bin/(compbench [^\n]+)", text)]
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8")) + makefile_commands()
+
+
+def _args(cmd: str) -> list[str]:
+    args = shlex.split(cmd)
+    assert args[0] == "compbench"
+    return args[1:]
+
+
+def _subcommand(args: list[str]) -> tuple[str, list[str]]:
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # group options (--debug)
+        i += 1
+    return args[i], args[i + 1:]
+
+
+@pytest.fixture(autouse=True)
+def _from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths in the README (suite files, records) are relative to the checkout."""
+    import compbench.bench.validate as validate
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(validate, "available_cpus", lambda: 64)
+
+
+def test_the_readme_has_commands_of_every_kind() -> None:
+    subs = [_subcommand(_args(c))[0] for c in COMMANDS]
+    assert subs.count("run") >= 8 and subs.count("sweep") >= 4, COMMANDS
+    assert {"list", "show", "report", "mteb", "ade-lookup"} <= set(subs), subs
+    tracks = {a.split()[1] for c in COMMANDS if c.startswith("compbench run") for a in re.findall(r"--track \S+", c)}
+    assert {"train", "words", "store"} <= tracks, COMMANDS
+
+
+def test_usage_lines_are_not_taken_for_examples() -> None:
+    text = "\n".join([
+        "```", "compbench run --method M --budget B [--track T]", "compbench compare BASE_DIR NEW_DIR",
+        "$ compbench run --method svd --budget 10x   # a comment", "compbench list methods | tasks", "```",
+        "Use `compbench --debug ...` or `compbench run --task sts:PATH` or `compbench sweep --suite smoke`.",
+    ])
+    assert readme_commands(text) == ["compbench run --method svd --budget 10x", "compbench sweep --suite smoke"]
+
+
+def _kind(cmd: str) -> str:
+    name, rest = _subcommand(_args(cmd))
+    if not rest:
+        return "name"  # prose naming the command ("`compbench run` is a fresh process per cell")
+    return {"run": "dry-run", "sweep": "dry-run", "list": "real", "show": "real"}.get(name, "parse")
+
+
+@pytest.mark.parametrize("cmd", [c for c in COMMANDS if _kind(c) == "dry-run"])
+def test_run_and_sweep_examples_dry_run(cmd: str) -> None:
+    res = CliRunner().invoke(main, [*_args(cmd), "--dry-run"])
+    assert res.exit_code == 0, f"{cmd}\n{res.output}"
+
+
+@pytest.mark.parametrize("cmd", [c for c in COMMANDS if _kind(c) == "real"])
+def test_list_and_show_examples_run(cmd: str) -> None:
+    res = CliRunner().invoke(main, _args(cmd))
+    assert res.exit_code == 0, f"{cmd}\n{res.output}"
+    assert res.stdout.strip()
+
+
+@pytest.mark.parametrize("cmd", [c for c in COMMANDS if _kind(c) in ("parse", "name")])
+def test_other_examples_parse(cmd: str) -> None:
+    name, rest = _subcommand(_args(cmd))
+    assert name in main.commands, f"{cmd}: no subcommand '{name}'"
+    res = CliRunner().invoke(main, [name, "--help"])
+    assert res.exit_code == 0, res.output
+    if _kind(cmd) == "name":
+        return
+    command = main.commands[name]
+    with command.make_context(name, list(rest)) as ctx:  # raises click.UsageError on a bad command line
+        assert ctx.params is not None
+
+
+def test_a_broken_example_would_fail() -> None:
+    """The checks above do catch what they are for: an unattainable budget, an unknown option."""
+    res = CliRunner().invoke(main, ["run", "--track", "store", "--method", "quant-binary", "--budget", "32x",
+                                    "--dry-run"])
+    assert res.exit_code == 2 and "the smallest budget it can meet is 29.53x" in res.stderr
+    import click
+
+    with pytest.raises(click.UsageError):
+        main.commands["report"].make_context("report", ["--no-such-option"])
