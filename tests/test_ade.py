@@ -11,7 +11,7 @@ from compbench.bench.accounting import count_params, stored_bytes
 from compbench.bench.budget import Budget, reference_bytes
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
 from compbench.methods import get_method
-from compbench.methods.ade import choose, distill, nn_omp, threshold, vp_benchmark
+from compbench.methods.ade import choose, distill, nn_omp, threshold
 from compbench.methods.ade_model import (
     ADEClassifier,
     ADEEmbedding,
@@ -178,12 +178,21 @@ def test_vp_lookup_equals_naive_two_stage_exactly(adt: torch.dtype) -> None:
     assert (x[~valid] == 0).all()
 
 
-def test_vp_benchmark_runs_and_checks_equality() -> None:
+def test_lookup_variants_time_the_naive_path_in_the_same_rotation() -> None:
+    """ADE declares its naive two-stage lookup as a variant; the harness times it with VP and dense on the same
+    ids (what ``compbench ade-lookup`` reports) and checks the outputs are bitwise equal."""
+    from compbench.bench.measure import compare_lookup
+    from compbench.methods import get_method
+
     emb = _random_emb(v=300, d=16, k=20, s=4)
-    res = vp_benchmark(emb, torch.randn(300, 16), device=torch.device("cpu"), batch=4, seq=8, warmup=1, iters=3)
-    assert res["exact_equal"] is True
-    assert res["vp"]["n"] == res["naive"]["n"] == res["dense"]["n"] == 3
-    assert res["ratio_vp_naive"] > 0
+    variants = get_method("ade").lookup_variants(emb)
+    assert set(variants) == {"naive"}
+    res = compare_lookup(emb, torch.nn.Embedding(300, 16), num_embeddings=300, device=torch.device("cpu"), batch=4,
+                         seq=8, warmup=1, iters=3, variants=variants)
+    naive = res["variants"]["naive"]
+    assert naive["equal_to_candidate"] is True
+    assert res["candidate"]["n"] == res["dense"]["n"] == naive["n"] == 3
+    assert naive["ratio"] > 0 and naive["ratio_to_candidate"] > 0
 
 
 # -------------------------------------------------------------------------------- classifiers

@@ -117,11 +117,11 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
            "grids": [{"tasks": ["train/sst2"], "methods": ["hashing"], "budgets": ["10x"],
                       "extra": {"backbone": "bag", "max_steps": 5}}]}
     store = ResultStore(tmp_path)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.key.endswith("-s0-1") and cell.action == "run"
     s0 = _single_seed_record(cell.config, 0)
     store.write(s0)
-    (agg,) = resolve_cells(expand(parse_suite(doc)))
+    (agg,) = resolve_cells(expand(parse_suite(doc)), references=False)
     assert seed_records_covering(agg, store) is None and seed_coverage(agg, store) == {0: s0.key}  # seed 1 missing
     (cell,) = plan([agg], store)  # only the missing seed runs, as its own single-seed cell
     assert cell.action == "run" and cell.key == s0.key.replace("-s0", "-s1") and cell.config.seeds == (1,)
@@ -129,22 +129,22 @@ def test_aggregated_train_cell_is_covered_by_single_seed_records(tmp_path: Path)
     cell = agg
     s1 = _single_seed_record(cell.config, 1, seeds_flag=False)
     store.write(s1)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.action == "cached" and s0.key in cell.note and s1.key in cell.note
     assert seed_records_covering(cell, store) == [s0.key, s1.key]
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store, "always")
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store, "always")
     assert cell.action == "run"
     # a failed seed, or one run with other settings, does not count
     s1.status = "failed"
     store.write(s1)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.action == "run" and cell.key == s1.key  # the failed seed re-runs alone
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store, "never")
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store, "never")
     assert cell.action == "cached" and cell.key == s1.key  # ... but "never" replaces no file
     other = _single_seed_record(dataclasses.replace(cell.config, extra={"backbone": "bag", "max_steps": 6}), 1)
     other.key = s1.key
     store.write(other)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.action == "run"
 
 
@@ -154,21 +154,21 @@ def test_train_record_with_a_default_spelled_out_is_up_to_date(tmp_path: Path) -
     doc = {"name": "d", "threads": 1, "seeds": [0],
            "grids": [{"tasks": ["train/sst2"], "methods": ["hashing"], "budgets": ["10x"], "extra": {"max_steps": 5}}]}
     store = ResultStore(tmp_path)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     explicit = dataclasses.replace(cell.config, extra={"max_steps": 5, "backbone": "transformer", "d_model": 128})
     assert same_train_settings(cell.config, explicit.extra)
     rec = outcome_record(explicit, "skipped", "placeholder", key=resolve_cell(explicit).key)
     assert rec.key == cell.key
     rec.status, rec.error, rec.metrics.main = "ok", None, 0.8
     store.write(rec)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.action == "cached", cell.note
     changed = dataclasses.replace(cell.config, extra={"max_steps": 5, "recipe": {"lr": 0.01}})
     assert not same_train_settings(cell.config, changed.extra)
     rec2 = outcome_record(changed, "skipped", "placeholder", key=cell.key)
     rec2.status, rec2.error, rec2.metrics.main = "ok", None, 0.8
     store.write(rec2)
-    (cell,) = plan(resolve_cells(expand(parse_suite(doc))), store)
+    (cell,) = plan(resolve_cells(expand(parse_suite(doc)), references=False), store)
     assert cell.action == "run" and "configuration changed: extra" in cell.note
 
 
@@ -363,14 +363,18 @@ def test_real_train_cell_through_a_sweep(tmp_path: Path) -> None:
     doc = {"tasks": ["train/trec"], "methods": ["hashing"], "budgets": ["10x"], "threads": 1, "lookup_iters": 3,
            "extra": {"backbone": "bag", "d_model": 32, "max_steps": 20, "max_train_samples": 200, "max_eval_samples": 100}}
     store = ResultStore(tmp_path)
-    (cell,) = prepare_sweep(parse_suite(doc), store)
+    ref, cell = prepare_sweep(parse_suite(doc), store)  # the dense reference of the same frame is planned first
     assert cell.key == "train/trec+bag+d32+steps20+n200+neval100/hashing/10x/cpu-1t-s0"  # the runner's own key
-    result = run_sweep([cell], store, make_executor("inline"))
+    assert ref.reference and ref.key == "train/trec+bag+d32+steps20+n200+neval100/dense/1x/cpu-1t-s0"
+    result = run_sweep([ref, cell], store, make_executor("inline"))
     rec = result.records[cell.key]
     assert rec.status == "ok" and rec.key == cell.key and 0.0 <= rec.metrics.main <= 1.0
+    dense = result.records[ref.key]
+    assert rec.metrics.dense_score == dense.metrics.main and rec.measurements["reference"]["key"] == ref.key
+    assert rec.metrics.retention == pytest.approx(rec.metrics.main / dense.metrics.main)
     assert rec.budget.stored_bytes <= rec.budget.allowed_bytes
     assert to_json(store.read(rec.key)) == to_json(rec)
-    assert prepare_sweep(parse_suite(doc), store)[0].action == "cached"
+    assert all(c.action == "cached" for c in prepare_sweep(parse_suite(doc), store))
 
 
 def test_sweep_runs_only_the_seeds_not_yet_recorded(tmp_path: Path) -> None:
@@ -379,14 +383,38 @@ def test_sweep_runs_only_the_seeds_not_yet_recorded(tmp_path: Path) -> None:
     grid = {"tasks": ["train/trec"], "methods": ["hashing"], "budgets": ["10x"],
             "extra": {"backbone": "bag", "d_model": 16, "max_steps": 3, "max_train_samples": 64, "max_eval_samples": 32}}
     store = ResultStore(tmp_path)
-    first = run_sweep(prepare_sweep(parse_suite({"threads": 1, "seeds": [0], "grids": [grid]}), store), store,
-                      make_executor("inline"))
+    first = run_sweep(prepare_sweep(parse_suite({"threads": 1, "seeds": [0], "grids": [grid]}), store,
+                                    references=False), store, make_executor("inline"))
     (s0,) = first.records
     agg_doc = {"threads": 1, "seeds": [0, 1], "aggregate_seeds": True, "grids": [grid]}
-    (cell,) = prepare_sweep(parse_suite(agg_doc), store)
+    (cell,) = prepare_sweep(parse_suite(agg_doc), store, references=False)
     assert cell.key == s0.replace("-s0", "-s1") and cell.action == "run" and s0 in cell.note
     second = run_sweep([cell], store, make_executor("inline"))
     rec = second.records[cell.key]
     assert rec.status == "ok" and rec.metrics.seeds == [1]
-    (again,) = prepare_sweep(parse_suite(agg_doc), store)
+    (again,) = prepare_sweep(parse_suite(agg_doc), store, references=False)
     assert again.action == "cached" and again.key.endswith("-s0-1") and not store.path_for(again.key).is_file()
+
+
+def test_train_sweep_plans_the_dense_reference_of_the_same_frame(tmp_path: Path) -> None:
+    """A train cell's dense reference (same width, backbone, recipe and seeds) is planned first; a dense record
+    whose seeds include the cell's seeds covers it. ADE's reference is the dense model at its width, 384."""
+    doc = {"name": "ref", "threads": 1, "seeds": [1],
+           "grids": [{"tasks": ["train/trec"], "methods": ["hashing", "ade"], "budgets": ["10x"],
+                      "extra": {"max_steps": 5}}]}
+    store = ResultStore(tmp_path)
+    cells = plan(resolve_cells(expand(parse_suite(doc))), store)
+    refs = [c for c in cells if c.reference]
+    assert sorted(c.key for c in refs) == ["train/trec+d384+steps5/dense/1x/cpu-1t-s1",
+                                           "train/trec+steps5/dense/1x/cpu-1t-s1"]
+    assert cells.index(refs[0]) < 2 and cells.index(refs[1]) < 2 and all(c.action == "run" for c in refs)
+    ade = next(c for c in cells if c.config.method == "ade")
+    assert ade.key == "train/trec+d384+steps5/ade/10x/cpu-1t-s1" and ade.identity.head == "own:SAT"
+    # a dense record over seeds 0, 1, 2 of the same frame holds seed 1
+    agg = resolve_cell(dataclasses.replace(refs[1].config, seeds=(0, 1, 2)))
+    rec = outcome_record(agg.config, "skipped", "placeholder", key=agg.key)
+    rec.status, rec.error, rec.metrics.main, rec.metrics.seeds = "ok", None, 0.8, [0, 1, 2]
+    store.write(rec)
+    cells = plan(resolve_cells(expand(parse_suite(doc))), store)
+    ref = next(c for c in cells if c.key == refs[1].key)
+    assert ref.action == "cached" and agg.key in ref.note

@@ -112,3 +112,52 @@ def _write(self: ResultStore, record: Record) -> Any:
         os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
     return _original_write(self, record)
+
+
+FAKE_HOOKS = "test_sweep_fakes:FakeHooks"
+
+
+def install_hooks() -> None:
+    """Use :class:`FakeHooks` for the posthoc track (this process only; workers: ``--import
+    test_sweep_fakes:install_hooks``)."""
+    TRACK_RUNNERS["posthoc"] = FAKE_HOOKS
+
+
+class FakeHooks:
+    """The posthoc track's hooks on :func:`fake_table` (through the real lifecycle): table fidelity.
+
+    ``COMPBENCH_FAKE_ALLOC_MB`` (``method:MB``, comma-separated) makes that method's evaluation allocate and
+    touch MB megabytes, so a test can see whose peak memory includes what.
+    """
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+
+    def load(self, ctx: Any) -> Any:
+        from compbench.bench.lifecycle import Subject
+
+        table = fake_table()
+        return Subject(num_embeddings=table.shape[0], dim=table.shape[1], model={"name": "fake-table"},
+                       data_sha256={}, state={"table": table})
+
+    def produce(self, ctx: Any, subject: Any, config: dict[str, Any], seed: int) -> torch.nn.Module:
+        return ctx.method.compress(subject.state["table"], config, seed=seed).eval()
+
+    def evaluate(self, ctx: Any, subject: Any, module: torch.nn.Module, config: dict[str, Any], seed: int) -> Any:
+        import numpy as np
+
+        from compbench.bench.lifecycle import Outcome
+
+        specs = dict(s.split(":", 1) for s in os.environ.get("COMPBENCH_FAKE_ALLOC_MB", "").split(",") if ":" in s)
+        mb = int(specs.get(ctx.method.card.name, "0"))
+        if mb:
+            block = np.ones(mb * 1024 * 1024 // 8)  # touched: resident
+            block.sum()
+            del block
+        with torch.inference_mode():
+            scores = table_fidelity(subject.state["table"], module.materialize(), n_queries=64, k=5)
+        scores.setdefault(ctx.task.card.metric, scores["mean_row_cosine"])
+        return Outcome(scores=scores)
+
+    def dense_module(self, ctx: Any, subject: Any) -> torch.nn.Module:
+        return torch.nn.Embedding.from_pretrained(subject.state["table"], freeze=True)

@@ -117,6 +117,9 @@ def main(debug: bool) -> None:
 @click.option("--dry-run", is_flag=True,
               help="Resolve method, budget, task, device, threads, key and attainability; print the plan and "
                    "exit without loading a model or writing anything.")
+@click.option("--lookup-workload", type=click.Choice(["zipf", "uniform"]), default="zipf", show_default=True,
+              help="How lookup-throughput ids are drawn: token frequencies of the shipped calibration corpus (zipf; "
+                   "a Zipf law for other tables) or uniformly; recorded.")
 @click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
 @click.option("--d-model", "d_model", type=int, default=None, help="Train track: embedding/model width (default 128).")
 @click.option("--max-steps", type=int, default=None, help="Train track: cap on optimiser steps (smoke runs; in the key).")
@@ -130,7 +133,7 @@ def main(debug: bool) -> None:
 def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
-        max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool) -> None:
+        max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -164,7 +167,8 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         raise UsageError("--backbone, --d-model, --max-steps, --max-train-samples, --max-eval-samples and --recipe "
                          "apply to --track train only")
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
-                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra)
+                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra,
+                    lookup_workload=lookup_workload)
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
     if dry_run:
@@ -207,6 +211,10 @@ def print_plan(plan: Any, as_json: bool = False) -> None:
     if plan.identity is not None:
         ident = plan.identity
         t.add_row("identity", escape(ident.describe() if hasattr(ident, "describe") else str(ident)))
+    ref = d.get("reference")
+    if ref:
+        state = f"held by {ref['held_by']}" if ref["held"] else "missing: runs first, in a fresh process"
+        t.add_row("reference", escape(f"{ref['key']} ({state})" + ("; a system: no retention" if ref["system"] else "")))
     t.add_row("record", escape(d["record"]))
     console.print(t)
 

@@ -55,6 +55,8 @@ class RunConfig:
         fresh_process: whether this process was started for this cell (peak RSS is then per cell).
         batch_size: evaluation batch size.
         lookup_iters: timed lookup calls per module.
+        lookup_workload: how lookup ids are drawn: ``zipf`` (default: token frequencies of the shipped
+            calibration corpus for the MiniLM vocabulary, else a Zipf law) or ``uniform``; recorded.
         seeds: train track: several seeds aggregated into one record (mean +- std).
     """
 
@@ -70,6 +72,7 @@ class RunConfig:
     fresh_process: bool = False
     batch_size: int = 64
     lookup_iters: int = 30
+    lookup_workload: str = "zipf"
     seeds: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

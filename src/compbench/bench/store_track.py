@@ -5,7 +5,7 @@ cached on disk under ``<cache>/compbench/store-vectors/`` (``<cache>`` = ``$XDG_
 or ``~/.cache``), in a file named by the sha256 of (encoder name, encoder revision =
 weights sha256, corpus sha256, max sequence length), so a new model revision or new data
 never reuses stale vectors. Reference bytes = ``n x d x 4`` (fp32 vectors). The rest is
-:func:`compbench.bench.table_track.run_table_cell`.
+:class:`compbench.bench.table_track.TableHooks` and the lifecycle.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from compbench.bench.lifecycle import Subject
 from compbench.bench.measure import Stopwatch
-from compbench.bench.record import Record
-from compbench.bench.table_track import run_table_cell
+from compbench.bench.table_track import TableHooks
 from compbench.errors import DataError
 
 CACHE_DIR: Path | None = None  # override (tests); None: $XDG_CACHE_HOME/compbench or ~/.cache/compbench
@@ -81,19 +81,21 @@ def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tupl
     return vec, facts
 
 
-def run_store(ctx: Any) -> Record:
-    """Run one store-track cell."""
-    from compbench.bench.posthoc import get_encoder
-    from compbench.tasks.store import StoreContext
+class StoreHooks(TableHooks):
+    """The store track: a corpus' sentence vectors (encoded once, cached on disk)."""
 
-    encoder = get_encoder(ctx)
-    texts = ctx.task.corpus()
-    vec, facts = corpus_vectors(encoder, texts, ctx.config.batch_size)
-    dense = torch.from_numpy(vec)
-    model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"], "corpus_sha256": facts["corpus_sha256"]}
+    def load(self, ctx: Any) -> Subject:
+        """Encode (or read from the cache) the task's corpus with the dense encoder."""
+        from compbench.bench.posthoc import get_encoder
+        from compbench.tasks.store import StoreContext
 
-    def evaluate(table: torch.Tensor, dense_table: torch.Tensor) -> dict[str, float]:
-        return ctx.task.evaluate(StoreContext(table, dense_table, seed=ctx.config.seed))
+        encoder = get_encoder(ctx)
+        vec, facts = corpus_vectors(encoder, ctx.task.corpus(), ctx.config.batch_size)
+        model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"],
+                 "corpus_sha256": facts["corpus_sha256"]}
 
-    extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
-    return run_table_cell(ctx, dense, model, evaluate, extra)
+        def evaluate(table: torch.Tensor, dense_table: torch.Tensor, seed: int) -> dict[str, float]:
+            return ctx.task.evaluate(StoreContext(table, dense_table, seed=seed))
+
+        extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
+        return self.subject(ctx, torch.from_numpy(vec), model, evaluate, extra)

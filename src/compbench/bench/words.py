@@ -2,28 +2,34 @@
 
 Reference bytes = 400,000 x 50 x 4 (the fp32 table); every posthoc method runs at the
 requested budget; see :mod:`compbench.tasks.words` for the tasks and
-:mod:`compbench.bench.table_track` for the measurement protocol.
+:mod:`compbench.bench.lifecycle` for the measurement protocol.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from compbench.bench.record import Record
-from compbench.bench.table_track import run_table_cell
+from compbench.bench.lifecycle import Subject
+from compbench.bench.table_track import TableHooks
 from compbench.errors import UsageError
 
 
-def run_words(ctx: Any) -> Record:
-    """Run one words-track cell."""
-    from compbench.tasks.words import WordsContext, load_glove
+class WordsHooks(TableHooks):
+    """The words track: the GloVe table and the word tasks."""
 
-    if ctx.config.model not in (None, "glove-6B-50d"):
-        raise UsageError(f"the words track has one table, glove-6B-50d; --model {ctx.config.model!r} is not supported")
-    glove = load_glove()
-    words = glove.words
+    #: GloVe's rows are sorted by corpus frequency, so the Zipf lookup workload ranks ids in their order
+    lookup_options = {"frequency_sorted": True}
 
-    def evaluate(table: Any, dense: Any) -> dict[str, float]:
-        return ctx.task.evaluate(WordsContext(table, dense, words, seed=ctx.config.seed))
+    def load(self, ctx: Any) -> Subject:
+        """Load GloVe 6B 50d (the only table of this track)."""
+        from compbench.tasks.words import WordsContext, load_glove
 
-    return run_table_cell(ctx, glove.vectors, glove.info, evaluate)
+        if ctx.config.model not in (None, "glove-6B-50d"):
+            raise UsageError(f"the words track has one table, glove-6B-50d; --model {ctx.config.model!r} is not supported")
+        glove = load_glove()
+        words = glove.words
+
+        def evaluate(table: Any, dense: Any, seed: int) -> dict[str, float]:
+            return ctx.task.evaluate(WordsContext(table, dense, words, seed=seed))
+
+        return self.subject(ctx, glove.vectors, glove.info, evaluate)

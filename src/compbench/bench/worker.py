@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.provenance import run_command  # noqa: F401 - re-exported
 from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
@@ -64,31 +65,6 @@ def _free_cuda() -> None:
         pass
 
 
-def run_command(config: RunConfig) -> list[str]:
-    """The ``compbench run`` command line that reproduces the cell (recorded as ``provenance.command``)."""
-    cmd = ["compbench", "run", "--method", config.method, "--budget", config.budget, "--track", config.track]
-    if config.task:
-        cmd += ["--task", config.task]
-    cmd += ["--device", config.device]
-    if config.threads is not None:
-        cmd += ["--threads", str(config.threads)]
-    if config.seeds:
-        cmd += ["--seeds", ",".join(str(s) for s in config.seeds)]
-    else:
-        cmd += ["--seed", str(config.seed)]
-    for k, v in sorted(config.options.items()):
-        cmd += ["--option", f"{k}={v}"]
-    if config.model:
-        cmd += ["--model", config.model]
-    extra = dict(config.extra or {})
-    for key in ("backbone", "d_model", "max_steps", "max_train_samples", "max_eval_samples"):
-        if extra.get(key) is not None:
-            cmd += ["--" + key.replace("_", "-"), str(extra[key])]
-    for k, v in sorted(dict(extra.get("recipe") or {}).items()):
-        cmd += ["--recipe", f"{k}={v}"]
-    return cmd
-
-
 @contextlib.contextmanager
 def _argv(argv: list[str]) -> Iterator[None]:
     """Temporarily set ``sys.argv`` (provenance records it as the command)."""
@@ -112,7 +88,8 @@ def execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str,
 def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str, Any] | None,
                   write: bool) -> Record:
     from compbench.bench.runner import run_cell
-    from compbench.bench.sweep import fingerprint, outcome_record
+    from compbench.bench.outcomes import outcome_record
+    from compbench.bench.plan import fingerprint
 
     store = ResultStore(root) if root is not None else None
     batch = config.batch_size
@@ -122,7 +99,7 @@ def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str
         cfg = replace(config, batch_size=batch)
         oom = False
         try:
-            record = run_cell(cfg, store, write=False, cache=cache)
+            record = run_cell(cfg, store, write=False, cache=cache, references=False)  # planned by the caller
             oom = (record.status == "failed" and "out of memory" in (record.error or "").lower()
                    and cfg.device != "cpu")
         except TrackError as exc:
@@ -203,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent(args.parent_pid)
 
-    from compbench.bench.sweep import import_plugins
+    from compbench.bench.plugins import import_plugins
 
     quiet_worker()
     try:

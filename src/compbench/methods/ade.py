@@ -352,48 +352,6 @@ def choose(v: int, d: int, budget: int, anchor_dtype: torch.dtype) -> tuple[int,
     return (k, s) if s >= 1 else None
 
 
-# -- Vocabulary Projection vs the naive two-stage lookup ---------------------------------------------
-
-
-@torch.inference_mode()
-def vp_benchmark(emb: ADEEmbedding, dense_table: torch.Tensor, *, device: torch.device, batch: int = 64,
-                 seq: int = 128, warmup: int = 5, iters: int = 30, seed: int = 0) -> dict[str, Any]:
-    """Lookup throughput of the dense table, ADE's VP lookup and the naive two-stage CSR lookup, in one run.
-
-    The three are timed call by call in rotation (dense, VP, naive, dense, ...) on the same ids, after
-    ``warmup`` calls each (CUDA events + synchronisation on GPU, as :func:`compare_lookup`). Also checks
-    that VP and naive outputs are bitwise equal on those ids. Returns summaries (tokens/s: median, p10,
-    p90, n) and the ratios ``vp/dense``, ``naive/dense`` and ``vp/naive``.
-    """
-    from compbench.bench.measure import _timer, summarize
-
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, emb.num_embeddings, (batch, seq), generator=g).to(device)
-    mods = {"dense": nn.Embedding.from_pretrained(dense_table.float(), freeze=True).to(device).eval(),
-            "vp": emb.to(device).eval(), "naive": emb.to_csr().to(device).eval()}
-    exact = bool(torch.equal(mods["vp"](ids), mods["naive"](ids)))
-    for _ in range(warmup):
-        for m in mods.values():
-            m(ids)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timer = _timer(device)
-    times: dict[str, list[float]] = {k: [] for k in mods}
-    for _ in range(iters):
-        for k, m in mods.items():
-            times[k].append(timer(lambda m=m: m(ids)))
-    n_tok = ids.numel()
-    out: dict[str, Any] = {k: summarize([n_tok / max(t, 1e-12) for t in v]) for k, v in times.items()}
-    out.update({
-        "unit": "tokens/s", "batch": batch, "seq": seq, "warmup": warmup, "exact_equal": exact,
-        "ratio_vp_dense": out["vp"]["median"] / out["dense"]["median"],
-        "ratio_naive_dense": out["naive"]["median"] / out["dense"]["median"],
-        "ratio_vp_naive": out["vp"]["median"] / out["naive"]["median"],
-        "device": str(device), "threads": torch.get_num_threads(),
-    })
-    return out
-
-
 # -- registry entries -----------------------------------------------------------------------------
 
 
@@ -512,6 +470,10 @@ class _ADEBase(Method):
             raise UsageError(f"init_table is {tuple(init_table.shape)}, expected ({num_embeddings}, {embedding_dim})")
         return self._distill(init_table, config, seed, train=True)
 
+    def lookup_variants(self, module: CompressedEmbedding) -> dict[str, nn.Module]:
+        """The naive two-stage CSR lookup of the same dictionary (the baseline of the VP slot table)."""
+        return {"naive": module.to_csr()} if isinstance(module, ADEEmbedding) else {}
+
     def custom_classifier(self, embedding: CompressedEmbedding, num_classes: int, config: Mapping[str, Any], *,
                           seed: int) -> nn.Module | None:
         if not isinstance(embedding, ADEEmbedding):
@@ -539,6 +501,7 @@ class ADE(_ADEBase):
                     "train: anchor-level SAT + GPE + attention pooling",
         options=_OPTIONS,
         train_init="pretrained",
+        train_head="own:SAT",
     )
 
 
@@ -556,6 +519,7 @@ class ADEMerged(_ADEBase):
         description="ADE, Algorithm 1 ordering: ScatterAdd anchors -> LayerNorm -> PE -> SAT over words -> pooling",
         options=_OPTIONS,
         train_init="pretrained",
+        train_head="own:SAT",
     )
 
 

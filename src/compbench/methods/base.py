@@ -41,6 +41,9 @@ class MethodCard:
     # train track: "random" (build() initialises from scratch) or "pretrained" (build() receives the
     # pretrained MiniLM token table as init_table, e.g. ADE's stage-1 distillation)
     train_init: str = "random"
+    # train track: "shared" (the task's backbone classifies) or "own:<name>" (the method brings its own
+    # classifier through ``Method.custom_classifier``, e.g. ADE's SAT); part of the cell identity
+    train_head: str = "shared"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
@@ -149,6 +152,11 @@ class Method:
         """Train track hook: a full classifier ``(ids [B, L], mask [B, L] bool) -> logits [B, C]`` built around
         ``embedding`` (e.g. ADE's anchor-level SAT + GPE pipeline), or None (default) to use the task's backbone."""
         return None
+
+    def lookup_variants(self, module: CompressedEmbedding) -> dict[str, nn.Module]:
+        """Other lookup paths of the same compressed embedding, timed by the harness in the same rotation as the
+        module itself and the dense table (e.g. ADE's naive two-stage lookup); none by default."""
+        return {}
 
     def option(self, key: str, default: Any) -> Any:
         """A user option cast to the type of ``default``."""

@@ -53,6 +53,10 @@ def get_task(track: str, name: str) -> Task:
         adhoc = make_adhoc_task(track, name)
         if adhoc is not None:
             return adhoc
+    if track == "posthoc" and name.startswith("mteb-") and len(name) > 5:  # any mteb task, by its mteb name
+        from compbench.bench.mteb_interop import get_mteb_task
+
+        return get_mteb_task(name)  # type: ignore[return-value]
     key = f"{track}/{name}"
     if key not in TASKS:
         import difflib

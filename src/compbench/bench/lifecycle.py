@@ -1,0 +1,244 @@
+"""The one cell lifecycle: every entry point (``run``, ``sweep``, ``mteb``, the lookup benchmarks) executes a
+planned cell through :func:`execute`, which returns its record.
+
+The lifecycle owns every step that must be the same for every track:
+
+1. **load** the subject (the table or the data) through the track's hook;
+2. **configure** the method for the budget (``UnattainableBudgetError`` before any work);
+3. per seed: **produce** the module (``compress`` or ``build``) under the ``fit`` phase, **count** its
+   stored bytes (harness accounting; over budget: the record says so and nothing is evaluated),
+   **evaluate** it under the ``evaluate`` phase, count the bytes again (a module must not grow);
+4. **measure** lookup throughput against the dense module in the same run (``lookup`` phase);
+5. read the **dense reference** of the same identity from the store (never run it here: references
+   are planned dependencies that ran first in their own process, see :mod:`compbench.bench.references`);
+6. **assemble** the record: identity, method, task, budget, device, params, metrics, measurements
+   (memory as deltas over the process baseline, by phase; executor and concurrency), provenance.
+
+A track contributes only a :class:`TrackHooks` object (``load``, ``produce``, ``evaluate``,
+``dense_module``, optionally ``aggregate`` and ``context``): the posthoc, words, store and train tracks
+(:mod:`compbench.bench.posthoc`, :mod:`compbench.bench.table_track`, :mod:`compbench.bench.train`) and
+mteb tasks (:mod:`compbench.bench.mteb_interop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
+from compbench.bench.budget import reference_bytes
+from compbench.bench import measure
+from compbench.bench.measure import compare_lookup
+from compbench.bench.provenance import collect
+from compbench.bench.record import Metrics, Params, Record
+from compbench.errors import CompbenchError
+
+
+class CellFailed(CompbenchError):
+    """A cell ran but produced no result (diverged training, out of memory): recorded as ``failed``."""
+
+    def __init__(self, message: str, measurements: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.measurements = dict(measurements or {})
+
+
+@dataclass
+class Subject:
+    """What a track's ``load`` hands the lifecycle.
+
+    Attributes:
+        num_embeddings, dim: the shape of the table being compressed (its fp32 size is the reference).
+        model: the record's ``model`` section (identity of the table / encoder / tokenizer).
+        data_sha256: sha256 of every data file the task reads.
+        backbone_params: parameters outside the embedding (the frozen encoder), for ``params``.
+        measurements: merged into the record's measurements (encode time, recipe, splits ...).
+        revision: the table's revision (weights sha256); a stored dense reference must match it.
+        state: anything the track's other hooks need (the table, the encoder, tokenised splits).
+    """
+
+    num_embeddings: int
+    dim: int
+    model: dict[str, Any]
+    data_sha256: dict[str, str]
+    backbone_params: int = 0
+    measurements: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What one seed's evaluation produced: scores (the task's metric among them), measurements, params."""
+
+    scores: dict[str, float]
+    measurements: dict[str, Any] = field(default_factory=dict)
+    params: Params | None = None
+
+
+class TrackHooks(Protocol):
+    """The track-specific part of a cell (see the module docstring)."""
+
+    def load(self, ctx: Any) -> Subject: ...
+
+    def produce(self, ctx: Any, subject: Subject, config: dict[str, Any], seed: int) -> nn.Module: ...
+
+    def evaluate(self, ctx: Any, subject: Subject, module: nn.Module, config: dict[str, Any],
+                 seed: int) -> Outcome: ...
+
+    def dense_module(self, ctx: Any, subject: Subject) -> nn.Module: ...
+
+
+def _aggregate_default(ctx: Any, outcomes: Sequence[Outcome]) -> tuple[dict[str, float], dict[str, Any]]:
+    """One seed: its scores; several: mean of every score, ``main_std`` and ``<metric>_s<seed>``."""
+    if len(outcomes) == 1:
+        return dict(outcomes[0].scores), dict(outcomes[0].measurements)
+    metric = ctx.task.card.metric
+    keys = [k for k in outcomes[0].scores if all(k in o.scores for o in outcomes)]
+    scores = {k: statistics.fmean(o.scores[k] for o in outcomes) for k in keys}
+    scores["main_std"] = statistics.stdev(o.scores[metric] for o in outcomes)
+    for s, o in zip(ctx.seeds, outcomes):
+        scores[f"{metric}_s{s}"] = o.scores[metric]
+    return scores, {"per_seed": [o.measurements for o in outcomes]}
+
+
+@contextlib.contextmanager
+def _no_context(ctx: Any) -> Iterator[None]:
+    yield
+
+
+def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str, Any] | None]:
+    """The dense reference's main score from the store (:func:`compbench.bench.references.find_reference`).
+
+    Returns ``(score, facts)``; facts name the reference key and whether this cell is a *system* (its own
+    head, or another initialisation than the dense reference of its frame): a system's retention is not
+    computed, since it is not the same comparison.
+    """
+    from compbench.bench.references import find_reference, reference_config
+    from compbench.bench.context import prepare
+
+    if ctx.method.card.name == "dense" or ctx.store is None:
+        return None, None
+    try:
+        rctx = prepare(reference_config(ctx.config, ctx), None, ctx.cache)
+    except CompbenchError:
+        return None, None
+    facts: dict[str, Any] = {"key": rctx.key, "system": ctx.identity.is_system(rctx.identity)}
+    rec = find_reference(ctx.store, rctx)
+    if rec is None:
+        facts["missing"] = True
+        return None, facts
+    if subject.revision is not None and (rec.model or {}).get("revision") not in (None, subject.revision):
+        facts["stale"] = "model revision differs"
+        return None, facts
+    facts["key"] = rec.key
+    return rec.metrics.main, facts
+
+
+def execute(ctx: Any, hooks: Any) -> Record:
+    """Run the planned cell ``ctx`` (a :class:`~compbench.bench.runner.CellContext`) with a track's hooks."""
+    from compbench.bench.context import seed_everything
+
+    phases = measure.MemoryPhases(ctx.device)
+    with phases.phase("load"):
+        subject = hooks.load(ctx)
+    v, d = subject.num_embeddings, subject.dim
+    ref = reference_bytes(v, d)
+    budget = ctx.budget_info(ref)
+    config = ctx.method.configure(v, d, budget.allowed_bytes)  # raises UnattainableBudgetError
+    provenance = collect()
+    provenance["run_config"] = ctx.config.to_dict()
+    measurements: dict[str, Any] = dict(subject.measurements)
+    seeds = list(ctx.seeds)
+    multi = bool(getattr(hooks, "multi_seed", False))
+    params = Params()
+
+    def record(status: str, error: str | None = None, metrics: Metrics | None = None) -> Record:
+        measurements["memory"] = {**phases.to_dict(), "fresh_process": bool(ctx.config.fresh_process)}
+        measurements.update(measure.concurrency_info())
+        return Record(status=status, error=error, key=ctx.key, track=ctx.config.track, seed=seeds[0],  # type: ignore[arg-type]
+                      identity=ctx.identity.to_dict(), method=ctx.method_info(config),
+                      task=ctx.task_info(subject.data_sha256), budget=budget, device=ctx.device_info(),
+                      params=params, metrics=metrics or Metrics(seeds=seeds if multi else None),
+                      measurements=measurements, model=dict(subject.model), provenance=provenance)
+
+    def count(module: nn.Module) -> None:
+        n = stored_bytes(module)
+        if budget.stored_bytes is None or n > budget.stored_bytes:
+            budget.stored_bytes = n
+            budget.breakdown = stored_bytes_breakdown(module)
+            budget.achieved_ratio = ref / n if n else None
+
+    def module_params(module: nn.Module) -> Params:
+        pc = count_params(module)
+        return Params(total=subject.backbone_params + pc.total, trainable=pc.trainable, embedding=pc.total,
+                      backbone=subject.backbone_params)
+
+    outcomes: list[Outcome] = []
+    first: nn.Module | None = None
+    with getattr(hooks, "context", _no_context)(ctx):
+        for s in seeds:
+            seed_everything(s)
+            with phases.phase("fit") as fit:
+                module = hooks.produce(ctx, subject, config, s)
+                module = module.to(ctx.device)
+            measurements["fit_time_s"] = fit.seconds  # summed over the seeds by the phase
+            count(module)
+            if params.total is None:
+                params = module_params(module)
+            if budget.stored_bytes is not None and budget.stored_bytes > budget.allowed_bytes:
+                when = " after training" if outcomes else ""
+                return record("over_budget", f"stored {budget.stored_bytes:,} B{when} > allowed {budget.allowed_bytes:,} B")
+            try:
+                with phases.phase("evaluate") as ev:
+                    outcome = hooks.evaluate(ctx, subject, module, config, s)
+            except CellFailed as exc:
+                measurements.update(exc.measurements)
+                return record("failed", str(exc))
+            except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+                return record("failed", f"CUDA out of memory: {exc}".splitlines()[0])
+            measurements["eval_time_s"] = ev.seconds
+            if outcome.params is not None:
+                params = outcome.params
+            outcomes.append(outcome)
+            count(module)  # the harness' figure is taken on the evaluated (trained) module too
+            if first is None:
+                first = module
+            else:
+                del module
+    if budget.stored_bytes is not None and budget.stored_bytes > budget.allowed_bytes:
+        return record("over_budget", f"stored {budget.stored_bytes:,} B after training > allowed {budget.allowed_bytes:,} B")
+    aggregate = getattr(hooks, "aggregate", None)
+    scores, extra = aggregate(ctx, subject, outcomes) if aggregate else _aggregate_default(ctx, outcomes)
+    measurements.update(extra)
+    main = float(scores[ctx.task.card.metric])
+    assert first is not None
+    with phases.phase("lookup"):
+        measurements["lookup"] = compare_lookup(first, hooks.dense_module(ctx, subject), num_embeddings=v,
+                                                device=ctx.device, iters=ctx.config.lookup_iters, seed=seeds[0],
+                                                workload=ctx.config.lookup_workload,
+                                                variants=ctx.method.lookup_variants(first),
+                                                **dict(getattr(hooks, "lookup_options", {})))
+    if ctx.method.card.name == "dense":
+        dense_score: float | None = main
+        facts: dict[str, Any] | None = None
+    else:
+        dense_score, facts = reference_score(ctx, subject)
+    retention = None
+    if facts is not None:
+        measurements["reference"] = facts
+        if facts.get("system"):
+            retention = None  # another head or init than the dense reference: a system, not a ranked cell
+    if dense_score and not (facts or {}).get("system"):
+        retention = main / dense_score
+    return record("ok", metrics=Metrics(main=main, scores=scores, seeds=seeds if multi else None,
+                                        dense_score=dense_score, retention=retention))
+
+
+__all__ = ["CellFailed", "Outcome", "Subject", "TrackHooks", "execute", "reference_score"]
+
