@@ -30,7 +30,7 @@ from compbench.bench.store import ResultStore
 from compbench.cli import main
 from compbench.leaderboard.frame import aggregate, combine_seed_groups, to_frame
 from compbench.leaderboard.report import MANIFEST, render_report, write_report
-from compbench.leaderboard.table import build_leaderboard, pareto_flags
+from compbench.leaderboard.table import build_leaderboard, build_leaderboards, build_overview, pareto_flags
 
 V, D = 1000, 64
 REF = V * D * 4
@@ -401,3 +401,39 @@ def test_number_formats_keep_small_ratios_and_spreads_readable() -> None:
     assert fmt_mean_std(0.8453, 0.007572) == "0.8453 ± 0.0076"
     assert fmt_mean_std(0.002, 0.0001) == "2.000e-03 ± 1.000e-04"
     assert fmt_mean_std(0.8, None) == "0.8000"
+
+
+def _train(method: str, budget: float, main: float, *, init: str = "random", head: str = "shared",
+           width: int = 384) -> Record:
+    rec = make_record(method, budget, main, track="train", task="trec+d384", stored=REF if budget == 1 else None)
+    rec.identity = {"track": "train", "model": "all-MiniLM-L6-v2", "width": width, "init": init, "head": head,
+                    "backbone": "transformer(L1,H4,ffn1536,learned,mean,drop0.1)", "recipe": "task"}
+    rec.params = Params(total=900, trainable=900, embedding=100)
+    rec.measurements["eval_throughput"] = {"mean": 1000.0 if head == "shared" else 250.0}
+    return rec
+
+
+def test_systems_are_shown_next_to_the_dense_model_and_never_ranked() -> None:
+    """A method with its own classifier head and a pretrained init (ADE) is a system: it scores above dense here,
+    yet it gets no rank, no Pareto flag and no place in the overview; its table states the head's size and cost."""
+    from compbench.leaderboard.render import page_markdown
+
+    recs = [_train("dense", 1, 0.85), _train("hashing", 10, 0.80),
+            _train("ade", 10, 0.88, init="pretrained", head="own:SAT")]
+    (board,) = build_leaderboards(aggregate(to_frame(recs)))
+    assert board.methods == ("dense", "hashing") and board.systems == ("ade",)
+    ade = next(c for c in board.cells.to_dict("records") if c["method"] == "ade")
+    assert ade["rank"] is None and not ade["pareto_bytes"] and ade["retention"] is None
+    assert board.cell("hashing", "10x")["rank"] == 1
+    page = page_markdown(board, {}, "../../index.md")
+    assert "## Systems (not ranked)" in page and "Identity: all-MiniLM-L6-v2, d=384" in page
+    row = next(ln for ln in page.splitlines() if ln.startswith("| ade |"))
+    assert "0.8500" in row and "+0.0300" in row and "800" in row and "0.25x" in row  # dense, Δ, head params, speed
+    (ov,) = build_overview([board])
+    assert "ade" not in ov.methods
+
+
+def test_a_page_that_would_mix_identities_is_refused() -> None:
+    recs = [_train("dense", 1, 0.85), _train("hashing", 10, 0.80, width=128)]
+    with pytest.raises(ValueError, match="mixes identities"):
+        build_leaderboards(aggregate(to_frame(recs)))

@@ -41,10 +41,14 @@ RECORD_COLUMNS = (
     "device", "device_kind", "device_name", "threads", "seed", "seeds", "n", "status", "error",
     "main", "main_std", "retention", "dense_score", "throughput_ratio", "tokens_per_s",
     "peak_rss_bytes", "gpu_peak_allocated_bytes", "git_sha", "git_dirty", "created_at", "compbench_version",
+    "identity", "system", "params_total", "params_embedding", "eval_samples_per_s", "concurrent_cells",
 )
 
+#: the initialisation of a track's dense reference; a cell with another init, or with its own head, is a *system*
+REFERENCE_INIT = {"train": "random"}
+
 #: Columns that identify a cell (everything but the seed).
-CELL_COLUMNS = ("track", "task", "task_version", "variant", "method_version", "budget", "device")
+CELL_COLUMNS = ("track", "task", "task_version", "variant", "method_version", "budget", "device", "identity")
 
 #: Status precedence for a cell without any ok record (most telling first).
 STATUS_ORDER = ("over_budget", "failed", "skipped")
@@ -107,6 +111,11 @@ def record_row(r: Record) -> dict[str, Any]:
     seeds = tuple(int(s) for s in m.seeds) if m.seeds else None
     stored = b.stored_bytes
     achieved = b.achieved_ratio
+    ident = r.identity or {}
+    system = bool(ident) and (ident.get("head", "shared") != "shared"
+                              or ident.get("init") != REFERENCE_INIT.get(r.track, ident.get("init")))
+    eval_tp = _section(meas, "eval_throughput")
+    conc = meas.get("concurrent_cells")
     if achieved is None and stored:
         achieved = b.reference_bytes / stored
     return {
@@ -152,7 +161,25 @@ def record_row(r: Record) -> dict[str, Any]:
         "git_dirty": bool(pv.get("git_dirty")),
         "created_at": str(pv.get("created_at") or ""),
         "compbench_version": str(pv.get("compbench_version") or ""),
+        "identity": identity_text(ident),
+        "system": system,
+        "params_total": _int(r.params.total),
+        "params_embedding": _int(r.params.embedding),
+        "eval_samples_per_s": _num(eval_tp.get("mean")),
+        "concurrent_cells": _int(conc),
     }
+
+
+def identity_text(ident: dict[str, Any]) -> str:
+    """One line naming a record's identity (``""`` when it has none)."""
+    if not ident:
+        return ""
+    from compbench.bench.identity import CellIdentity
+
+    try:
+        return CellIdentity.from_dict(ident).describe()
+    except TypeError:  # pragma: no cover - a hand-edited identity
+        return json.dumps(ident, sort_keys=True)
 
 
 def to_frame(records: Iterable[Record]) -> pd.DataFrame:
@@ -195,7 +222,7 @@ def _aggregate_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = {c: first[c] for c in ("track", "task", "task_name", "task_version", "metric", "higher_is_better",
                                  "dataset", "method", "method_version", "family", "options", "variant", "label",
                                  "budget", "reference_bytes", "allowed_bytes", "budget_ratio", "device",
-                                 "device_kind", "device_name", "threads")}
+                                 "device_kind", "device_name", "threads", "identity", "system")}
     for r in rows:  # an ok record over its allowed bytes is over budget (the byte count is the authority)
         if r["status"] == "ok" and r["stored_bytes"] is not None and r["stored_bytes"] > r["allowed_bytes"]:
             r["status"] = "over_budget"
@@ -254,6 +281,10 @@ def _aggregate_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "git_dirty": any(r["git_dirty"] for r in rows),
         "records": len(rows),
         "keys": tuple(r["key"] for r in rows),
+        "params_total": _max([r["params_total"] for r in src]),
+        "params_embedding": _max([r["params_embedding"] for r in src]),
+        "eval_samples_per_s": _mean([r["eval_samples_per_s"] for r in src]),
+        "concurrent_cells": _max([r["concurrent_cells"] for r in rows]),
     })
     return out
 
@@ -265,7 +296,8 @@ CELL_FRAME_COLUMNS = (
     "budget_ratio", "device", "device_kind", "device_name", "threads", "status", "error", "main", "main_std",
     "n", "n_bad", "seeds", "retention", "dense_score", "stored_bytes", "achieved_ratio", "in_budget",
     "throughput_ratio", "tokens_per_s", "peak_rss_bytes", "gpu_peak_allocated_bytes", "git_shas",
-    "git_dirty", "records", "keys",
+    "git_dirty", "records", "keys", "identity", "system", "params_total", "params_embedding", "eval_samples_per_s",
+    "concurrent_cells",
 )
 
 

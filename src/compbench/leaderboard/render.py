@@ -193,7 +193,8 @@ def _detail_values(board: Leaderboard, c: dict[str, Any]) -> list[str]:
         fmt_bytes(c["stored_bytes"]) + ("" if c["in_budget"] or c["stored_bytes"] is None
                                         else f" > {fmt_bytes(c['allowed_bytes'])}"),
         fmt_ratio(c["achieved_ratio"]),
-        fmt_ratio(c["throughput_ratio"]) if ok else NOT_RUN,
+        (fmt_ratio(c["throughput_ratio"]) + (f" {CONCURRENT}" if (c.get("concurrent_cells") or 1) > 1 else ""))
+        if ok else NOT_RUN,
         mem if c["peak_rss_bytes"] is not None else NOT_RUN,
         ", ".join(x for x, f in (("bytes", c["pareto_bytes"]), ("speed", c["pareto_speed"])) if f) or "",
         c["config"],
@@ -215,8 +216,53 @@ def _footer_facts(board: Leaderboard) -> list[tuple[str, str]]:
     return facts
 
 
+SYSTEM_HEADERS = ("system", "budget", "score (mean ± std)", "n", "dense at this width", "Δ vs dense", "stored",
+                  "achieved", "head params", "eval samples/s", "vs dense eval", "note")
+SYSTEM_ALIGN = ("l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l")
+SYSTEMS_TEXT = ("Systems bring their own classifier head or start from the pretrained table, so their identity differs "
+                "from the dense model's: they are shown next to the dense model of the same width, with the head's "
+                "size and cost, and are not ranked, not on the Pareto fronts and not in the overview. "
+                "Δ vs dense = score − dense score; vs dense eval = the system's test-time samples/s over the "
+                "dense model's (records of the same machine, not one run).")
+
+
+def _system_values(board: Leaderboard, c: dict[str, Any]) -> list[str]:
+    """Plain-text values of one systems row (not escaped)."""
+    ok = c["status"] == "ok"
+    dense = board.dense_cell()
+    dscore = dense["main"] if dense else None
+    head = (c["params_total"] - c["params_embedding"]) if c["params_total"] is not None and \
+        c["params_embedding"] is not None else None
+    speed = (c["eval_samples_per_s"] / dense["eval_samples_per_s"]) if ok and dense and c["eval_samples_per_s"] \
+        and dense.get("eval_samples_per_s") else None
+    return [
+        c["label"], c["budget"],
+        fmt_mean_std(c["main"], c["main_std"]) if ok else STATUS_TEXT.get(c["status"], c["status"]),
+        str(c["n"]) if ok else NOT_RUN,
+        fmt_score(dscore) if dscore is not None else NOT_RUN,
+        f"{c['main'] - dscore:+.4f}" if ok and dscore is not None else NOT_RUN,
+        fmt_bytes(c["stored_bytes"]),
+        fmt_ratio(c["achieved_ratio"]),
+        f"{head:,}" if head is not None else NOT_RUN,
+        f"{c['eval_samples_per_s']:,.0f}" if ok and c["eval_samples_per_s"] else NOT_RUN,
+        fmt_ratio(speed) if speed is not None else NOT_RUN,
+        clip(c["error"]) if c["error"] else "",
+    ]
+
+
+def _identity_line(board: Leaderboard) -> str:
+    return (f"Identity: {board.identity}. Every ranked cell on this page shares it (model, width, backbone, "
+            f"initialisation, head, recipe); retention is against the dense cell of this identity."
+            if board.identity else "")
+
+
+CONCURRENT = "‡"
+
+
 def _legend_text() -> str:
     return (f"Cell: mean ± std over seeds (n), then the rank among in-budget runs at that budget. "
+            f"{CONCURRENT} after a throughput = timed while other cells ran on the machine (the record says how many "
+            f"could run at once); records older than that field do not say. "
             f"{BYTES_FRONT} = on the Pareto front of quality vs stored bytes, {SPEED_FRONT} = on the Pareto "
             f"front of quality vs lookup throughput. Over-budget, failed and skipped cells are not ranked; "
             f"{NOT_RUN} = not run.")
@@ -250,6 +296,7 @@ def page_markdown(board: Leaderboard, plots: dict[str, str], index_href: str) ->
            f"Metric **{md(board.metric)}** ({direction(board.higher_is_better)}), task version "
            f"{'/'.join(str(x) for x in v['task_version'])}, device {md(', '.join(v['device_names']))} with "
            f"{', '.join(str(t) for t in v['threads'])} thread(s).\n",
+           *([f"{md(_identity_line(board))}\n"] if board.identity else []),
            "## Method × budget\n",
            md_table(["method", *[md(b) for b in board.budgets]],
                     [[md(board.label(m)), *[_md_pivot_cell(board.cell(m, b)) for b in board.budgets]]
@@ -261,6 +308,9 @@ def page_markdown(board: Leaderboard, plots: dict[str, str], index_href: str) ->
            "(counted by the harness); achieved = dense fp32 bytes / stored bytes. Throughput = lookup throughput of "
            "the compressed embedding / dense lookup in the same run. Peak RSS = the cell's process peak.\n",
            _md_details(board),
+           *(["## Systems (not ranked)\n", f"{SYSTEMS_TEXT}\n",
+              md_table(list(SYSTEM_HEADERS), [[md(x) for x in _system_values(board, c)] for c in board.system_rows()],
+                       list(SYSTEM_ALIGN))] if board.systems else []),
            "## Plots\n"]
     if plots.get("bytes"):
         out.append(f"![{md(board.task)}: quality vs stored bytes]({plots['bytes']})\n")
@@ -420,6 +470,7 @@ def page_html(board: Leaderboard, pngs: dict[str, bytes | None], index_href: str
              f"<p>Metric <b>{h(board.metric)}</b> ({h(direction(board.higher_is_better))}), task version "
              f"{h('/'.join(str(x) for x in v['task_version']))}, device {h(', '.join(v['device_names']))} with "
              f"{h(', '.join(str(t) for t in v['threads']))} thread(s).</p>\n",
+             *([f"<p class=\"small\">{h(_identity_line(board))}</p>\n"] if board.identity else []),
              "<h2 id=\"table\">Method × budget</h2>\n",
              html_table(["method", *[h(b) for b in board.budgets]],
                         [[f"<b>{h(board.label(m))}</b>", *[_html_pivot_cell(board.cell(m, b)) for b in board.budgets]]
@@ -450,6 +501,12 @@ def page_html(board: Leaderboard, pngs: dict[str, bytes | None], index_href: str
         vals[2] = (vals[2], "l wrap")
         rows.append([vals[i] for i in cols])
     parts.append(html_table([DETAIL_HEADERS[i] for i in cols], rows, [DETAIL_ALIGN[i] for i in cols], cls="details"))
+    if board.systems:
+        parts.append("<h2 id=\"systems\">Systems (not ranked)</h2>\n")
+        parts.append(f"<p class=\"small muted\">{h(SYSTEMS_TEXT)}</p>\n")
+        parts.append(html_table(list(SYSTEM_HEADERS), [[h(x) for x in _system_values(board, c)]
+                                                       for c in board.system_rows()], list(SYSTEM_ALIGN),
+                                cls="details"))
     facts = "".join(f"<dt>{h(k)}</dt><dd>{h(val)}</dd>" for k, val in _footer_facts(board))
     parts.append(f"<footer><dl>{facts}</dl><p>Generated by <code>{h(REGENERATE)}</code> from the stored records."
                  f"</p></footer>\n")

@@ -8,6 +8,10 @@
   ``pareto_speed`` in (lookup throughput ratio vs dense higher, score better). A cell is on a front
   when no other cell is at least as good in both and strictly better in one (equal points are
   all kept).
+- **Systems** are not ranked: a cell whose identity differs from the dense reference of its page only in
+  its initialisation or its classifier head (ADE's own SAT classifier, initialised from the pretrained
+  table) is shown next to the dense model of the same width in a table of its own, with its head's size
+  and cost, never in the ranking, the Pareto fronts or the overview (:mod:`compbench.bench.identity`).
 - Retention vs dense: the record's own value; when a record has none (e.g. a track that does not
   run the dense reference itself) and the metric is higher-is-better, ``main / dense main`` using the
   page's ``dense`` cell at its loosest budget.
@@ -46,8 +50,9 @@ def pareto_flags(xs: Sequence[float], ys: Sequence[float], *, maximize_x: bool, 
 
 
 def rankable(cell: dict[str, Any]) -> bool:
-    """ok, within budget, with a main score: the only cells that get a rank or a Pareto flag."""
-    return cell["status"] == "ok" and bool(cell["in_budget"]) and cell["main"] is not None
+    """ok, within budget, with a main score, and not a system: the only cells that get a rank or a Pareto flag."""
+    return (cell["status"] == "ok" and bool(cell["in_budget"]) and cell["main"] is not None
+            and not cell.get("system"))
 
 
 def _competition_ranks(scores: list[float], higher_is_better: bool) -> list[int]:
@@ -72,6 +77,8 @@ class Leaderboard:
     methods: tuple[str, ...]
     budgets: tuple[str, ...]
     stale: pd.DataFrame = field(default_factory=pd.DataFrame)
+    systems: tuple[str, ...] = ()
+    identity: str = ""
     rank_column: str = "rank"
     pareto_columns: tuple[str, str] = ("pareto_bytes", "pareto_speed")
 
@@ -84,7 +91,7 @@ class Leaderboard:
 
     @cached_property
     def _records(self) -> list[dict[str, Any]]:
-        m_order = {m: i for i, m in enumerate(self.methods)}
+        m_order = {m: i for i, m in enumerate((*self.methods, *self.systems))}
         b_order = {b: i for i, b in enumerate(self.budgets)}
         rows = self.cells.to_dict("records")
         return sorted(rows, key=lambda c: (m_order[c["variant"]], b_order[c["budget"]]))
@@ -93,9 +100,30 @@ class Leaderboard:
     def _by_cell(self) -> dict[tuple[str, str], dict[str, Any]]:
         return {(c["variant"], c["budget"]): c for c in self._records}
 
+    @cached_property
+    def _all_variants(self) -> tuple[str, ...]:
+        return (*self.methods, *self.systems)
+
     def rows(self) -> list[dict[str, Any]]:
-        """Cells as dicts, in table order (method rows, then budget columns)."""
-        return [dict(c) for c in self._records]
+        """Ranked-table cells (systems excluded) as dicts, in table order (method rows, then budget columns)."""
+        return [dict(c) for c in self._records if c["variant"] in self.methods]
+
+    def system_rows(self) -> list[dict[str, Any]]:
+        """The systems' cells (own head or initialisation; not ranked), by system then budget."""
+        s_order = {m: i for i, m in enumerate(self.systems)}
+        b_order = {b: i for i, b in enumerate(self.budgets)}
+        return sorted((dict(c) for c in self._records if c["variant"] in self.systems),
+                      key=lambda c: (s_order[c["variant"]], b_order[c["budget"]]))
+
+    def dense_score(self) -> float | None:
+        """Main score of the page's dense reference (its loosest budget), or None."""
+        dense = [c for c in self._records if c["variant"] == DENSE and rankable(c)]
+        return min(dense, key=lambda c: c["budget_ratio"])["main"] if dense else None
+
+    def dense_cell(self) -> dict[str, Any] | None:
+        """The page's dense reference cell (its loosest budget), or None."""
+        dense = [c for c in self._records if c["variant"] == DENSE and rankable(c)]
+        return dict(min(dense, key=lambda c: c["budget_ratio"])) if dense else None
 
     def cell(self, variant: str, budget: str) -> dict[str, Any] | None:
         """The cell of a method variant at a budget, or None when it was not run."""
@@ -111,7 +139,8 @@ class Leaderboard:
         data = {b: [None] * len(self.methods) for b in self.budgets}
         idx = {m: i for i, m in enumerate(self.methods)}
         for c in self.cells.to_dict("records"):
-            data[c["budget"]][idx[c["variant"]]] = c[value]
+            if c["variant"] in idx:
+                data[c["budget"]][idx[c["variant"]]] = c[value]
         return pd.DataFrame(data, index=[self.label(m) for m in self.methods], columns=list(self.budgets), dtype=object)
 
     def versions(self) -> dict[str, Any]:
@@ -120,7 +149,7 @@ class Leaderboard:
         return {**cells_versions(cells),
             "task_version": sorted({c["task_version"] for c in cells}),
             "methods": {self.label(m): sorted({c["method_version"] for c in cells if c["variant"] == m})
-                        for m in self.methods},
+                        for m in (*self.methods, *self.systems)},
             "device_names": sorted({c["device_name"] for c in cells}),
             "threads": sorted({c["threads"] for c in cells}),
             "records": sum(c["records"] for c in cells),
@@ -144,7 +173,7 @@ def _annotate(cells: list[dict[str, Any]], higher_is_better: bool) -> None:
         c["pareto_bytes"] = False
         c["pareto_speed"] = False
         if (c["retention"] is None and c["main"] is not None and dense_main and higher_is_better
-                and c["status"] == "ok"):
+                and c["status"] == "ok" and not c.get("system")):
             c["retention"] = c["main"] / dense_main
     for budget in sorted({c["budget"] for c in cells}):
         group = [c for c in cells if c["budget"] == budget and rankable(c)]
@@ -163,14 +192,14 @@ def _annotate(cells: list[dict[str, Any]], higher_is_better: bool) -> None:
         c["pareto_speed"] = f
 
 
-def _method_order(cells: list[dict[str, Any]], higher_is_better: bool) -> tuple[str, ...]:
+def _method_order(cells: list[dict[str, Any]], higher_is_better: bool, systems: bool = False) -> tuple[str, ...]:
     def key(variant: str) -> tuple[Any, ...]:
         mine = [c for c in cells if c["variant"] == variant]
         ranks = [c["rank"] for c in mine if c["rank"] is not None]
         mean_rank = math.fsum(ranks) / len(ranks) if ranks else math.inf
         return (mean_rank, -len(ranks), variant)
 
-    return tuple(sorted({c["variant"] for c in cells}, key=key))
+    return tuple(sorted({c["variant"] for c in cells if bool(c.get("system")) == systems}, key=key))
 
 
 def _budget_order(cells: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -190,8 +219,14 @@ def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str) -
     higher = bool(rows[0]["higher_is_better"])
     _annotate(rows, higher)
     frame = pd.DataFrame(rows, columns=[*current.columns, "rank", "pareto_bytes", "pareto_speed"], dtype=object)
+    ranked = [c for c in rows if not c.get("system")]
+    identities = sorted({str(c["identity"]) for c in ranked if c.get("identity")})
+    if len(identities) > 1:  # keys encode the identity, so one page holds one; a mix is a bug, never a ranking
+        raise ValueError(f"page {track}/{task}/{device} mixes identities: {identities}")
     return Leaderboard(track=track, task=task, device=device, metric=str(rows[0]["metric"]), higher_is_better=higher,
-                       cells=frame, methods=_method_order(rows, higher), budgets=_budget_order(rows), stale=stale)
+                       cells=frame, methods=_method_order(rows, higher), budgets=_budget_order(rows), stale=stale,
+                       systems=_method_order(rows, higher, systems=True),
+                       identity=identities[0] if identities else "")
 
 
 def build_leaderboards(cells: pd.DataFrame) -> list[Leaderboard]:
@@ -243,7 +278,7 @@ def build_overview(boards: Sequence[Leaderboard]) -> list[TrackOverview]:
         metrics = {b.task: b.metric for b in tb}
         methods: set[str] = set()
         for b in tb:
-            for c in b.rows():
+            for c in b.rows():  # systems are not ranked, so not in the overview
                 methods.add(c["method"])
                 budget_key.setdefault((b.task, c["budget"]),
                                       (b.task, c["budget_ratio"], -c["allowed_bytes"], c["budget"]))
