@@ -184,7 +184,7 @@ def lookup_checks(rows: list[Row], device: Any, sizes: Sizes) -> None:
                 out = module(ids)
             if tuple(out.shape) != (2, 7, d) or not bool(torch.isfinite(out).all()):
                 raise CheckFailed(f"bad lookup output: shape {tuple(out.shape)}, finite={bool(torch.isfinite(out).all())}")
-            res = compare_lookup(module, dense, num_embeddings=v, device=device, batch=sizes.batch, seq=sizes.seq,
+            res = compare_lookup(module, dense, num_embeddings=v, device=device, batch=sizes.batch, seq=sizes.seq,  # noqa: F821 - bound in the enclosing scope before the del below
                                  warmup=sizes.warmup, iters=sizes.iters, seed=0)
             c, dn, ratio = res["candidate"]["median"], res["dense"]["median"], res["ratio"]
             if not (c > 0 and dn > 0 and math.isfinite(ratio)):

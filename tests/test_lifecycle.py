@@ -119,3 +119,34 @@ def test_committed_reports_never_mix_identities() -> None:
     trec = next(b for b in boards if b.page == "train/trec+d384/cpu-1t")
     assert "ade" in trec.systems and "ade" not in trec.methods and "dense" in trec.methods
     assert not any(b.page == "train/trec/cpu-1t" and "ade" in (*b.methods, *b.systems) for b in boards)
+
+
+def test_bench_has_no_import_cycle() -> None:
+    """Layering of bench/: no module imports (at module level or inside a function) one that imports it back."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "src" / "compbench" / "bench"
+    mods = {p.stem: p for p in root.glob("*.py") if p.stem != "__init__"}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("compbench.bench."):
+                target = node.module.split(".")[2]
+                if target in mods and target != name:
+                    graph[name].add(target)
+            elif isinstance(node, ast.ImportFrom) and node.module == "compbench.bench":
+                graph[name] |= {a.name for a in node.names if a.name in mods}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph[m])
+        return False
+
+    cycles = sorted((a, b) for a in graph for b in graph[a] if reaches(b, a))
+    assert not cycles, f"import cycles in bench/: {cycles}"

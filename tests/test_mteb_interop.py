@@ -93,3 +93,22 @@ def test_unknown_mteb_task_and_cli_one_line(tmp_path):
     r = CliRunner().invoke(main, ["mteb", "--method", "quant-int8", "--budget", "3.9x", "--tasks",
                                   "Banking77Classification", "--results", str(tmp_path)])
     assert r.exit_code == 1 and "mteb/banking77" in r.output and "Traceback" not in r.output
+
+
+def test_mteb_task_card_comes_from_mteb_metadata():
+    """Version, direction and tolerance are read off mteb's metadata, not hard-coded; ``mteb-<Name>`` is a
+    posthoc task of the registry (so ``compbench run --task mteb-STSBenchmark`` and sweeps name it)."""
+    import mteb
+
+    from compbench.bench.mteb_interop import MtebTask
+    from compbench.tasks import get_task
+
+    sts = get_task("posthoc", "mteb-STSBenchmark")
+    md = mteb.get_task("STSBenchmark").metadata
+    assert isinstance(sts, MtebTask) and sts.card.name == "mteb-STSBenchmark" and sts.card.metric == md.main_score
+    assert sts.card.higher_is_better and sts.card.dataset == md.dataset["path"]
+    assert md.dataset["revision"] in sts.card.protocol and sts.data_sha256() == {
+        f"hf-revision:{md.dataset['path']}": md.dataset["revision"]}
+    assert sts.card.version == MtebTask(mteb.get_task("STSBenchmark")).card.version  # a stable fingerprint
+    other = get_task("posthoc", "mteb-Banking77Classification")
+    assert other.card.version != sts.card.version and other.card.metric == "accuracy"

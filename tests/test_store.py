@@ -10,8 +10,6 @@ import pytest
 from compbench.bench.record import SCHEMA_VERSION, cell_key, migrate, to_json
 from compbench.bench.store import LoadProblem, ResultStore, load_record
 from compbench.errors import RecordError
-
-
 from tests_support import make_record  # noqa: E402,F401
 
 

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from compbench.cli import console, err_console, handle_errors
@@ -82,7 +90,14 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     0 all cells ok/skipped/over budget, 1 some cell failed, 2 usage error, 130 interrupted.
     """
     from compbench.bench.store import ResultStore
-    from compbench.bench.sweep import apply_overrides, import_plugins, load_suite, make_executor, prepare_sweep, run_sweep
+    from compbench.bench.sweep import (
+        apply_overrides,
+        import_plugins,
+        load_suite,
+        make_executor,
+        prepare_sweep,
+        run_sweep,
+    )
     from compbench.bench.validate import check_seeds, check_threads
     from compbench.config import default_results_dir
 

@@ -43,7 +43,7 @@ def tensor_bytes(tensors: list[torch.Tensor]) -> int:
             end = start + t.numel() * item
         else:  # a strided view: charge the whole storage it may touch
             start, end = 0, t.untyped_storage().nbytes()
-        spans.setdefault(_storage_key(t), []).append((start, end))
+        spans.setdefault(_storage_key(t), []).append((int(start), int(end)))
     total = 0
     for intervals in spans.values():
         intervals.sort()

@@ -116,7 +116,7 @@ def prepare(config: RunConfig, store: ResultStore | None = None, cache: dict[str
     device = resolve_device(config.device)
     identity, key = resolve_identity(config, method, task, budget=str(budget), threads=threads,
                                      device_kind=device.type)
-    seeds = (config.seed,)
+    seeds: tuple[int, ...] = (config.seed,)
     if config.track == "train":
         from compbench.bench.train_settings import cell_seeds
 

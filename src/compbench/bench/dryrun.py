@@ -33,7 +33,6 @@ from typing import Any
 from compbench.config import RunConfig
 
 
-
 def known_table_shape(ctx: Any) -> tuple[int, int] | None:
     """``(V, d)`` of the table the prepared cell ``ctx`` compresses, when known without loading a model
     (:func:`compbench.bench.plan.table_shape`; the store track's corpus size comes from its task)."""

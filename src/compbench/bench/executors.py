@@ -101,7 +101,7 @@ class LocalExecutor:
                         on_start(cell)
                 finished = [p for p in running if p.poll() is not None]
                 now = time.perf_counter()
-                for p, (cell, t0, _, _) in list(running.items()):
+                for p, (_cell, t0, _, _) in list(running.items()):
                     if p not in finished and self.cell_timeout is not None and now - t0 > self.cell_timeout:
                         self._stop(p)
                         finished.append(p)

@@ -196,7 +196,7 @@ def identity_of_record(doc: dict[str, Any]) -> dict[str, Any]:
         tok = model.get("tokenizer") or {}
         vocab = int(tok.get("vocab_size") or 0)
         ref = int(budget.get("reference_bytes") or 0)
-        width = ref // (4 * vocab) if vocab and ref else None
+        width: int | None = ref // (4 * vocab) if vocab and ref else None
         bb = dict(model.get("backbone") or {})
         custom = bb.get("kind") == "custom"
         if custom:
@@ -230,8 +230,8 @@ def identity_of_record(doc: dict[str, Any]) -> dict[str, Any]:
     width = model.get("dim") or model.get("hidden_size")
     if width is None and track == "posthoc":
         ref = int(budget.get("reference_bytes") or 0)
-        vocab = model.get("vocab_size")
-        width = ref // (4 * int(vocab)) if vocab and ref else None
+        n_rows = model.get("vocab_size")
+        width = ref // (4 * int(n_rows)) if n_rows and ref else None
     if width is None and track in ("posthoc", "store") and is_default_model(name):
         width = _bundled_width()
     return CellIdentity(track=str(track), model=model_slug(name), width=int(width) if width else None,

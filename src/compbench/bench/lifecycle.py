@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from compbench.bench import measure
 from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.budget import reference_bytes
-from compbench.bench import measure
 from compbench.bench.measure import compare_lookup
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
@@ -119,8 +119,8 @@ def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str,
     head, or another initialisation than the dense reference of its frame): a system's retention is not
     computed, since it is not the same comparison.
     """
-    from compbench.bench.references import find_reference, reference_config
     from compbench.bench.context import prepare
+    from compbench.bench.references import find_reference, reference_config
 
     if ctx.method.card.name == "dense" or ctx.store is None:
         return None, None

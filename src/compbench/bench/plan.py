@@ -71,8 +71,8 @@ def resolve_cell(config: RunConfig) -> Cell:
     track not available, a budget the method cannot meet on a table of known shape) gets ``skip_reason``
     instead of raising. Bad names/options/budgets raise UsageError."""
     from compbench.bench.budget import Budget
-    from compbench.bench.measure import available_cpus, resolve_device
     from compbench.bench.context import TRACK_MODE, TRACK_RUNNERS
+    from compbench.bench.measure import available_cpus, resolve_device
     from compbench.methods import get_method
     from compbench.tasks import DEFAULT_TASKS, get_task
 
@@ -205,7 +205,7 @@ def same_train_settings(config: RunConfig, recorded_extra: Any) -> bool:
     from compbench.tasks import get_task
 
     try:
-        task = get_task("train", config.task or "")
+        task: Any = get_task("train", config.task or "")
         method = get_method(config.method, **config.options)
         a = resolve_settings(task, method, recorded_extra or {}, config.model)
         b = resolve_settings(task, method, config.extra or {}, config.model)
@@ -267,8 +267,8 @@ def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
 
 def _covering_reference(cell: Cell, store: ResultStore) -> str | None:
     """Key of a current dense train record whose seeds include a reference cell's seeds, if any."""
-    from compbench.bench.references import find_reference
     from compbench.bench.context import prepare
+    from compbench.bench.references import find_reference
 
     try:
         found = find_reference(store, prepare(cell.config))

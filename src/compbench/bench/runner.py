@@ -26,6 +26,7 @@ from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
 
+
 def track_hooks(ctx: CellContext) -> Any:
     """The track's hooks for ``ctx`` (or, for an out-of-tree plugin runner, its finished Record)."""
     module_name, attr = TRACK_RUNNERS[ctx.config.track].split(":")

@@ -218,7 +218,8 @@ def parse_suite(doc: Any, *, source: str = "", default_name: str = "suite") -> S
     else:
         if not isinstance(grids_doc, list) or not grids_doc:
             raise UsageError(f"{_where(source, '')}: 'grids' must be a non-empty list of mappings")
-        grids = tuple(_parse_grid(g, defaults, source, f"grids[{i}]") for i, g in enumerate(grids_doc))
+        grids = tuple(_parse_grid(g, defaults, source, f"grids[{i}]")  # type: ignore[assignment]
+                      for i, g in enumerate(grids_doc))
     suite = Suite(name=str(doc.get("name") or default_name), grids=grids, description=str(doc.get("description") or ""),
                   source=source)
     validate_names(suite)

@@ -25,10 +25,14 @@ before any work, exit 2) and decides, against the records already in the store a
 the ``--overwrite`` policy, whether it runs, is reused, or is known to be skipped
 (unsupported track, unavailable device) -- skipped cells get a ``skipped`` record
 with the reason. Unattainable budgets are found by the method's ``configure``: up front
-when the table shape is known without loading a model (posthoc cells on the bundled
-encoder), else inside the cell; they are recorded as ``skipped`` too. Posthoc cells need the dense reference of
-their task (retention); the sweep adds those ``dense`` / ``1x`` cells and runs them
-first, so no two cells compute the same reference.
+when the table shape is known without loading a model (posthoc and train cells on the bundled
+vocabulary, words cells on GloVe), else inside the cell; they are recorded as ``skipped`` too. Every cell
+needs the dense reference of its identity frame (retention, :mod:`compbench.bench.references`); the sweep
+adds those ``dense`` / ``1x`` cells and runs them first, each in its own worker, so no two cells compute the
+same reference and no candidate runs one.
+
+This module runs planned cells (:func:`run_sweep`); suites live in :mod:`compbench.bench.suite`, planning
+in :mod:`compbench.bench.plan`, records of cells without a result in :mod:`compbench.bench.outcomes`.
 
 **Resume**: a record is *up to date* when it exists, is valid, has the current
 method and task versions, was run with the same cell configuration (recorded in

@@ -62,7 +62,6 @@ from compbench.errors import CompbenchError, DataError, UsageError
 from compbench.models.classifier import build_classifier
 from compbench.tasks.train import SPLIT_SEED, TrainRecipe, TrainTask, load_tokenizer, tokenize_source
 
-
 # -- data ----------------------------------------------------------------------------------------
 
 
@@ -126,7 +125,7 @@ def load_splits(ctx: Any, task: TrainTask, recipe: TrainRecipe, device: torch.de
     for name, st in out.items():
         if len(st) and (int(st.labels.min()) < 0 or int(st.labels.max()) >= num_classes):
             raise DataError(f"task '{task.card.name}': {name} labels outside 0..{num_classes - 1}")
-    desc = {name: {"source": f"{task.dataset}/{p.source}", "n": len(p)} for name, p in parts.items()}
+    desc: dict[str, Any] = {name: {"source": f"{task.dataset}/{p.source}", "n": len(p)} for name, p in parts.items()}
     desc["split_seed"] = SPLIT_SEED
     return out, desc
 
@@ -151,7 +150,8 @@ def deterministic_algorithms(device: torch.device) -> Iterator[None]:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -87,9 +87,9 @@ def execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str,
 
 def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str, Any] | None,
                   write: bool) -> Record:
-    from compbench.bench.runner import run_cell
     from compbench.bench.outcomes import outcome_record
     from compbench.bench.plan import fingerprint
+    from compbench.bench.runner import run_cell
 
     store = ResultStore(root) if root is not None else None
     batch = config.batch_size

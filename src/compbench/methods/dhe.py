@@ -40,9 +40,9 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
 from compbench.methods.hashing import MERSENNE_PRIME, draw_universal, universal_hash
 from compbench.methods.lowrank import check_shape
+from compbench.methods.options import at_least, positive
 
 DISTRIBUTIONS = ("uniform", "gaussian")
 ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}

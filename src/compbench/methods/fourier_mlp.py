@@ -40,9 +40,9 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
 from compbench.methods.dhe import default_linear_init_
 from compbench.methods.lowrank import check_shape
+from compbench.methods.options import at_least, positive
 
 MLPS = ("geglu", "linear")
 

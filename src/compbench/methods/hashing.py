@@ -32,8 +32,8 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
 from compbench.methods.lowrank import check_shape
+from compbench.methods.options import at_least, positive
 
 MERSENNE_PRIME = 2**31 - 1  # p of the universal hash family; ids must be < p
 

@@ -33,7 +33,6 @@ from compbench.methods.base import CompressedEmbedding, Method, MethodCard, gene
 from compbench.methods.options import at_least, positive
 from compbench.methods.svd import LowRankEmbedding, max_rank
 
-
 INITS = ("balanced", "fan_in")
 
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS

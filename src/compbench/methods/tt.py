@@ -38,8 +38,8 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
 from compbench.methods.lowrank import check_shape
+from compbench.methods.options import at_least, positive
 
 
 def row_shape(num_embeddings: int) -> list[int]:
