@@ -157,3 +157,38 @@ def test_markdown_escapes_table_cells(base_dir: Path, tmp_path: Path) -> None:
     md = to_markdown(compare_dirs(base_dir, new))
     row = next(ln for ln in md.splitlines() if ln.startswith("| `posthoc/stsb/svd"))
     assert "bad \\| pipe newline" in row and row.count(" | ") == 6
+
+
+def _with_items(path: Path, rec: Record, items) -> None:  # noqa: ANN001
+    store = ResultStore(path)
+    rec.measurements["items"] = store.write_items(rec.key, items)
+    store.write(rec)
+
+
+def test_a_move_past_the_tolerance_is_a_regression_only_when_it_is_significant(tmp_path: Path) -> None:
+    """With per-item outcomes on both sides, a drop larger than the tolerance that the paired bootstrap cannot
+    separate from 0 is noise (not gating); a real, consistent drop of the same size is a regression."""
+    import numpy as np
+
+    from compbench.bench.stats import Items, score_of
+
+    rng = np.random.default_rng(0)
+    base_vals = (rng.random(200) < 0.8).astype(float)
+    noisy = base_vals.copy()
+    noisy[np.flatnonzero(base_vals == 1)[:7]] = 0  # 7 items go wrong and 4 go right: the mean drops by 0.015,
+    noisy[np.flatnonzero(base_vals == 0)[:4]] = 1  # past the tolerance, but 7 vs 4 discordant items is noise
+    worse = base_vals.copy()
+    worse[np.flatnonzero(base_vals == 1)[:20]] = 0  # 20 items go wrong, none right: a real drop
+    for name, vals in (("noisy", noisy), ("worse", worse)):
+        b, n = tmp_path / f"b-{name}", tmp_path / f"n-{name}"
+        _with_items(b, make(main_score=score_of(Items("mean", base_vals))), Items("mean", base_vals))
+        _with_items(n, make(main_score=score_of(Items("mean", vals))), Items("mean", vals))
+        (d,) = compare_dirs(b, n).diffs
+        assert abs(d.delta) > 0.005
+        if name == "noisy":
+            assert d.kind == "noise" and "not significant" in d.reasons[0] and not d.paired["significant"]
+        else:
+            assert d.kind == "regression" and d.paired["significant"]
+    # without per-item data the tolerance rule alone applies, and the reason says so
+    comp = compare_records(make(main_score=0.8), make(main_score=0.78))
+    assert comp.kind == "regression" and "no per-item data" in comp.reasons[0]

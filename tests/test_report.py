@@ -298,8 +298,8 @@ def test_task_page_shows_every_column_and_footer(files: dict[str, bytes]) -> Non
     md = files["posthoc/stsb/cpu-1t.md"].decode()
     for header in ("score (mean ± std)", "retention", "stored", "achieved", "throughput", "peak RSS"):
         assert header in md
-    assert "0.7100 ± 0.0100 (n=3)" in md  # svd 10x over three seeds
-    assert "| 10x | 1 | quant-int2 | ok | 0.8000 | 1 | 97.6% |" in md
+    assert "0.7100 ± 0.0100 no interval (n=3)" in md  # svd 10x over three seeds
+    assert "| 10x | 1 | quant-int2 | ok | 0.8000 | no interval | 1 | 97.6% |" in md
     assert "git aaaaaaaaaa..bbbbbbbbbb (2 commits)" in md
     assert "dense v1" in md and "posthoc/stsb v1" in md
     assert "![stsb: quality vs stored bytes](cpu-1t.bytes.png)" in md
@@ -375,7 +375,7 @@ def test_train_style_multi_seed_record_renders_mean_std() -> None:
                       throughput=None)
     files = render_report([rec])
     md = files["train/sst2/cpu-1t.md"].decode()
-    assert "0.8100 ± 0.0120 (n=3)" in md
+    assert "0.8100 ± 0.0120 no interval (n=3)" in md
     assert "train/sst2/cpu-1t.speed.png" not in files  # no throughput measured: no speed plot
 
 
@@ -384,8 +384,8 @@ def test_train_settings_tag_in_the_key_gets_its_own_page() -> None:
     smoke = make_record("hashing", 10, 0.40, track="train", task="trec", seeds=[0, 1], main_std=0.02)
     smoke = smoke.model_copy(update={"key": smoke.key.replace("/trec/", "/trec+bag+steps20/")})
     files = render_report([full, smoke])
-    assert "0.8000 ± 0.0100 (n=2)" in files["train/trec/cpu-1t.md"].decode()
-    assert "0.4000 ± 0.0200 (n=2)" in files["train/trec+bag+steps20/cpu-1t.md"].decode()
+    assert "0.8000 ± 0.0100 no interval (n=2)" in files["train/trec/cpu-1t.md"].decode()
+    assert "0.4000 ± 0.0200 no interval (n=2)" in files["train/trec+bag+steps20/cpu-1t.md"].decode()
     assert set(render_report([full, smoke], tasks=["train/trec+bag+steps20"])) == {
         "index.md", "index.html", "train/trec+bag+steps20/cpu-1t.md", "train/trec+bag+steps20/cpu-1t.html",
         "train/trec+bag+steps20/cpu-1t.bytes.png", "train/trec+bag+steps20/cpu-1t.speed.png"}

@@ -7,7 +7,12 @@ Cells are matched by key. For each pair:
 2. **status**, **stored bytes** and **params** must match exactly -> otherwise ``regression``;
 3. the **main score** must not move in the bad direction (``task.higher_is_better``) by more
    than the task's tolerance (``task.tolerance`` of the base record) -> ``regression``; a move
-   in the good direction beyond the tolerance is an ``improvement`` (not gating);
+   in the good direction beyond the tolerance is an ``improvement`` (not gating). When both
+   records kept their per-item outcomes (the items sidecar), the move must also be
+   statistically significant: a paired bootstrap of the difference on the same test items
+   (:func:`compbench.bench.stats.paired_difference`) whose 95% interval excludes 0; a move past
+   the tolerance that is not significant is reported as ``noise`` (not gating). Records without
+   per-item outcomes keep the tolerance rule alone, and the report says so;
 4. **throughput** (lookup tokens/s, new / base, and the in-run ratio to the dense lookup) is
    reported but never gates: shared CPUs are too noisy.
 
@@ -28,7 +33,7 @@ from compbench.bench.record import Record
 from compbench.bench.store import LoadProblem, ResultStore
 from compbench.errors import UsageError
 
-KINDS = ("regression", "missing", "improvement", "not_comparable", "unchanged", "new")
+KINDS = ("regression", "missing", "improvement", "noise", "not_comparable", "unchanged", "new")
 GATING = ("regression", "missing")
 PARAM_FIELDS = ("total", "trainable", "embedding", "backbone")
 
@@ -49,6 +54,7 @@ class CellDiff:
     throughput_ratio: float | None = None  # new lookup tokens/s / base lookup tokens/s
     base_vs_dense: float | None = None  # in-run lookup ratio to dense, base
     new_vs_dense: float | None = None
+    paired: dict[str, Any] | None = None  # paired bootstrap of new - base on the shared items (both have items)
 
     @property
     def delta(self) -> float | None:
@@ -116,8 +122,9 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def compare_records(base: Record, new: Record) -> CellDiff:
-    """Compare two records of the same cell (see the module docstring for the rules)."""
+def compare_records(base: Record, new: Record, base_items: Any = None, new_items: Any = None) -> CellDiff:
+    """Compare two records of the same cell (see the module docstring for the rules); ``base_items`` and
+    ``new_items`` are their per-item outcomes when both kept them."""
     d = CellDiff(key=base.key, kind="unchanged", base=base, new=new, metric=base.task.metric,
                  base_score=base.metrics.main, new_score=new.metrics.main, tolerance=base.task.tolerance)
     bt, bv = _lookup(base)
@@ -152,8 +159,22 @@ def compare_records(base: Record, new: Record) -> CellDiff:
             tol = float(base.task.tolerance)
             direction = "higher" if base.task.higher_is_better else "lower"
             text = f"{d.metric} {base.metrics.main:.6g} -> {new.metrics.main:.6g} ({delta:+.6g}; tolerance {tol:g}, {direction} is better)"
-            if bad > tol + 1e-12:
-                regress.append(text)
+            beyond = bad > tol + 1e-12 or -bad > tol + 1e-12
+            if beyond and base_items is not None and new_items is not None:
+                from compbench.bench.stats import paired_difference
+
+                try:
+                    d.paired = paired_difference(new_items, base_items)
+                except ValueError:  # different items: the tolerance rule alone
+                    d.paired = None
+            if beyond and d.paired is not None and not d.paired["significant"]:
+                d.kind = "noise"
+                d.reasons = [f"{text}; not significant: paired 95% interval of the difference "
+                             f"[{d.paired['low']:+.4g}, {d.paired['high']:+.4g}] contains 0"]
+                if not regress:
+                    return d
+            elif bad > tol + 1e-12:
+                regress.append(text + ("" if d.paired is not None else "; no per-item data: tolerance rule only"))
             elif -bad > tol + 1e-12:
                 improve.append(text)
     if regress:
@@ -187,10 +208,11 @@ def compare_dirs(base_dir: Path | str, new_dir: Path | str, *, allow_missing: bo
     new, new_bad = load_dir(new_dir, "new")
     b = {r.key: r for r in base}
     n = {r.key: r for r in new}
+    bs, ns = ResultStore(base_dir), ResultStore(new_dir)
     diffs: list[CellDiff] = []
     for key in sorted(set(b) | set(n)):
         if key in b and key in n:
-            diffs.append(compare_records(b[key], n[key]))
+            diffs.append(compare_records(b[key], n[key], bs.read_items(b[key]), ns.read_items(n[key])))
         elif key in b:
             diffs.append(CellDiff(key=key, kind="missing", base=b[key], metric=b[key].task.metric,
                                   base_score=b[key].metrics.main, reasons=["no record in the new results"]))
@@ -229,12 +251,15 @@ def to_markdown(comp: Comparison, *, max_rows: int = 200) -> str:
                  f"({comp.new_count} records" + (f", git `{comp.new_git}`" if comp.new_git else "") + ").")
     lines.append("")
     lines.append("Rules: status, stored bytes and params must match exactly; the main score must stay within the "
-                 "task's tolerance; throughput is reported, never gating; a changed method/task version is not comparable.")
+                 "task's tolerance, and a move past it counts only when the paired difference on the same test items "
+                 "is significant (95% bootstrap; records without per-item data: the tolerance alone); throughput is "
+                 "reported, never gating; a changed method/task version is not comparable.")
     lines.append("")
     lines.append("| outcome | cells |")
     lines.append("|---|---:|")
     labels = {"regression": "regression", "missing": "missing in new" + (" (allowed)" if comp.allow_missing else ""),
-              "improvement": "improvement", "not_comparable": "not comparable (version changed)",
+              "improvement": "improvement", "noise": "past the tolerance but not significant (noise)",
+              "not_comparable": "not comparable (version changed)",
               "unchanged": "unchanged", "new": "new cells"}
     for k in KINDS:
         lines.append(f"| {labels[k]} | {c[k]} |")
@@ -266,6 +291,7 @@ def to_markdown(comp: Comparison, *, max_rows: int = 200) -> str:
     section("Regressions", "regression", True)
     section("Missing in new" + (" (allowed)" if comp.allow_missing else ""), "missing", False)
     section("Improvements", "improvement", True)
+    section("Noise (past the tolerance, not significant)", "noise", True)
     section("Not comparable (version changed)", "not_comparable", False)
     section("New cells", "new", False)
 

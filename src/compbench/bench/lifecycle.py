@@ -79,6 +79,7 @@ class Outcome:
     scores: dict[str, float]
     measurements: dict[str, Any] = field(default_factory=dict)
     params: Params | None = None
+    items: Any = None  # compbench.bench.stats.Items of this seed, when the task gives per-item outcomes
 
 
 class TrackHooks(Protocol):
@@ -112,7 +113,7 @@ def _no_context(ctx: Any) -> Iterator[None]:
     yield
 
 
-def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str, Any] | None]:
+def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str, Any] | None, Record | None]:
     """The dense reference's main score from the store (:func:`compbench.bench.references.find_reference`).
 
     Returns ``(score, facts)``; facts name the reference key and whether this cell is a *system* (its own
@@ -123,21 +124,21 @@ def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str,
     from compbench.bench.references import find_reference, reference_config
 
     if ctx.method.card.name == "dense" or ctx.store is None:
-        return None, None
+        return None, None, None
     try:
         rctx = prepare(reference_config(ctx.config, ctx), None, ctx.cache)
     except CompbenchError:
-        return None, None
+        return None, None, None
     facts: dict[str, Any] = {"key": rctx.key, "system": ctx.identity.is_system(rctx.identity)}
     rec = find_reference(ctx.store, rctx)
     if rec is None:
         facts["missing"] = True
-        return None, facts
+        return None, facts, None
     if subject.revision is not None and (rec.model or {}).get("revision") not in (None, subject.revision):
         facts["stale"] = "model revision differs"
-        return None, facts
+        return None, facts, None
     facts["key"] = rec.key
-    return rec.metrics.main, facts
+    return rec.metrics.main, facts, rec
 
 
 def execute(ctx: Any, hooks: Any) -> Record:
@@ -224,11 +225,12 @@ def execute(ctx: Any, hooks: Any) -> Record:
                                                 workload=ctx.config.lookup_workload,
                                                 variants=ctx.method.lookup_variants(first),
                                                 **dict(getattr(hooks, "lookup_options", {})))
+    dense_rec: Record | None = None
     if ctx.method.card.name == "dense":
         dense_score: float | None = main
         facts: dict[str, Any] | None = None
     else:
-        dense_score, facts = reference_score(ctx, subject)
+        dense_score, facts, dense_rec = reference_score(ctx, subject)
     retention = None
     if facts is not None:
         measurements["reference"] = facts
@@ -236,8 +238,33 @@ def execute(ctx: Any, hooks: Any) -> Record:
             retention = None  # another head or init than the dense reference: a system, not a ranked cell
     if dense_score and not (facts or {}).get("system"):
         retention = main / dense_score
-    return record("ok", metrics=Metrics(main=main, scores=scores, seeds=seeds if multi else None,
-                                        dense_score=dense_score, retention=retention))
+    metrics = Metrics(main=main, scores=scores, seeds=seeds if multi else None, dense_score=dense_score,
+                      retention=retention)
+    _uncertainty(ctx, outcomes, metrics, measurements, dense_rec)
+    return record("ok", metrics=metrics)
+
+
+def _uncertainty(ctx: Any, outcomes: Sequence[Outcome], metrics: Metrics, measurements: dict[str, Any],
+                 dense_rec: Record | None) -> None:
+    """Intervals of the main score (and of retention) from the seeds' per-item outcomes, and the items sidecar
+    next to the record (referenced by sha256). Nothing when the task gives no per-item outcomes."""
+    import time
+
+    from compbench.bench import stats
+
+    parts = [o.items for o in outcomes]
+    if not parts or any(p is None for p in parts):
+        return
+    t0 = time.perf_counter()
+    items = stats.Items.stack(parts)
+    metrics.interval = stats.interval(items)
+    if metrics.retention is not None and dense_rec is not None and ctx.store is not None:
+        dense_items = ctx.store.read_items(dense_rec)
+        if dense_items is not None and dense_items.n_items == items.n_items and dense_items.kind == items.kind:
+            metrics.retention_interval = stats.ratio_interval(items, dense_items)
+    if ctx.store is not None:
+        measurements["items"] = ctx.store.write_items(ctx.key, items)
+    measurements["stats_time_s"] = time.perf_counter() - t0
 
 
 __all__ = ["CellFailed", "Outcome", "Subject", "TrackHooks", "execute", "reference_score"]

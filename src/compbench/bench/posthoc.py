@@ -54,10 +54,10 @@ class PosthocHooks:
 
         with torch.inference_mode():
             table = module.materialize().float().to(ctx.device)  # type: ignore[operator]
-        scores = ctx.task.evaluate(PosthocContext(subject.state["encoder"], table,
-                                                  subject.state["table"].to(ctx.device), seed=seed,
-                                                  batch_size=ctx.config.batch_size))
-        return Outcome(scores=scores)
+        pctx = PosthocContext(subject.state["encoder"], table, subject.state["table"].to(ctx.device), seed=seed,
+                              batch_size=ctx.config.batch_size)
+        scores = ctx.task.evaluate(pctx)
+        return Outcome(scores=scores, items=getattr(pctx, "items", None))
 
     def dense_module(self, ctx: Any, subject: Subject) -> nn.Module:
         """The dense table as an ``nn.Embedding`` (the lookup baseline)."""

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -90,14 +91,56 @@ class ResultStore:
     def write(self, record: Record) -> Path:
         """Atomically write ``record`` to its path; returns the path."""
         path = self.path_for(record.key)
+        self._atomic_write(path, to_json(record).encode("utf-8"))
+        return path
+
+    def items_path(self, key: str) -> Path:
+        """The per-item sidecar of a record: ``<record path without .json>.items.npz``."""
+        path = self.path_for(key)
+        return path.with_name(path.name[: -len(".json")] + ".items.npz")
+
+    def write_items(self, key: str, items: Any) -> dict[str, Any]:
+        """Atomically write a cell's per-item outcomes (:class:`compbench.bench.stats.Items`) next to its record;
+        returns the reference the record keeps (file name, sha256, kind, counts)."""
+        import hashlib
+
+        blob = items.to_npz()
+        path = self.items_path(key)
+        self._atomic_write(path, blob)
+        return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "kind": items.kind,
+                "n_items": items.n_items, "n_seeds": items.n_seeds, "bytes": len(blob)}
+
+    def read_items(self, record: Record) -> Any:
+        """The per-item outcomes a record references, or None when it has none, the file is missing, or its
+        sha256 differs from the record's (a stale or foreign sidecar is never used)."""
+        import hashlib
+
+        from compbench.bench.stats import Items
+
+        ref = (record.measurements or {}).get("items")
+        if not isinstance(ref, dict) or not ref.get("sha256"):
+            return None
+        path = self.items_path(record.key)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(blob).hexdigest() != ref["sha256"]:
+            return None
+        try:
+            return Items.from_npz(blob)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise UsageError(f"results directory {self.root} is not writable: {exc.strerror or exc}") from exc
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(to_json(record))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -107,7 +150,6 @@ class ResultStore:
             except OSError:
                 pass
             raise
-        return path
 
     def read(self, key: str) -> Record:
         """Load the record of ``key`` (RecordError when missing or malformed)."""

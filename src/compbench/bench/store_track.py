@@ -94,8 +94,9 @@ class StoreHooks(TableHooks):
         model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"],
                  "corpus_sha256": facts["corpus_sha256"]}
 
-        def evaluate(table: torch.Tensor, dense_table: torch.Tensor, seed: int) -> dict[str, float]:
-            return ctx.task.evaluate(StoreContext(table, dense_table, seed=seed))
+        def evaluate(table: torch.Tensor, dense_table: torch.Tensor, seed: int) -> tuple[dict[str, float], Any]:
+            sctx = StoreContext(table, dense_table, seed=seed)
+            return ctx.task.evaluate(sctx), sctx.items
 
         extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
         return self.subject(ctx, torch.from_numpy(vec), model, evaluate, extra)

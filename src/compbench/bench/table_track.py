@@ -21,7 +21,7 @@ from compbench.bench.lifecycle import Outcome, Subject
 
 class TableHooks:
     """Subclasses implement :meth:`load` (returning a Subject whose ``state`` holds ``table`` and ``evaluate``,
-    a ``(candidate_table, dense_table, seed) -> scores`` function)."""
+    a ``(candidate_table, dense_table, seed) -> (scores, items or None)`` function)."""
 
     def __init__(self, ctx: Any):
         self.ctx = ctx
@@ -31,7 +31,7 @@ class TableHooks:
 
     @staticmethod
     def subject(ctx: Any, table: torch.Tensor, model: dict[str, Any],
-                evaluate: Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]],
+                evaluate: Callable[[torch.Tensor, torch.Tensor, int], tuple[dict[str, float], Any]],
                 measurements: dict[str, Any] | None = None) -> Subject:
         """A Subject for the fp32 ``table [n, d]`` (its fp32 size is the reference bytes)."""
         from compbench.bench.context import data_sha256
@@ -50,7 +50,8 @@ class TableHooks:
         """Evaluate the materialised table against the dense one."""
         with torch.inference_mode():
             table = module.materialize().float().cpu()  # type: ignore[operator]
-        return Outcome(scores=subject.state["evaluate"](table, subject.state["table"], seed))
+        scores, items = subject.state["evaluate"](table, subject.state["table"], seed)
+        return Outcome(scores=scores, items=items)
 
     def dense_module(self, ctx: Any, subject: Subject) -> nn.Module:
         """The dense table as an ``nn.Embedding``."""

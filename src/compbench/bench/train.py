@@ -181,18 +181,23 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, split: SplitTensors, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(accuracy, seconds) of ``model`` on ``split`` in order, batches of ``batch_size``."""
+def evaluate_accuracy(model: nn.Module, split: SplitTensors, batch_size: int, device: torch.device,
+                      per_item: list[np.ndarray] | None = None) -> tuple[float, float]:
+    """(accuracy, seconds) of ``model`` on ``split`` in order, batches of ``batch_size``; ``per_item``, when given,
+    receives the per-example correctness (for intervals)."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    hits = []
     order = torch.arange(len(split))
     with Stopwatch(device) as sw:
         for start in range(0, len(split), batch_size):
             ids, mask, y = split.batch(order[start:start + batch_size], device)
-            correct += (model(ids, mask).argmax(-1) == y).sum()
+            hits.append(model(ids, mask).argmax(-1) == y)
     model.train(was_training)
-    return float(correct) / max(1, len(split)), sw.seconds
+    correct = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    if per_item is not None:
+        per_item.append(correct.cpu().numpy().astype(np.float64))
+    return float(correct.sum()) / max(1, len(split)), sw.seconds
 
 
 @dataclass
@@ -214,11 +219,13 @@ class SeedResult:
     gpu: dict[str, int] | None
     final_train_loss: float
     history: list[dict[str, float]]
+    test_correct: np.ndarray | None = None  # per test example, 1.0 when right (for intervals)
     optimizer: str = "AdamW"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable view for the record."""
+        """JSON-serialisable view for the record (the per-item correctness goes to the items sidecar)."""
         d = dict(self.__dict__)
+        d.pop("test_correct", None)
         d["train_samples_per_s"] = self.train_samples / self.train_time_s if self.train_time_s > 0 else None
         return d
 
@@ -293,11 +300,12 @@ def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRec
     gpu = gpu_peak(device)
     if best_state is not None:
         model.load_state_dict(best_state)
-    test_acc, test_time = evaluate_accuracy(model, data["test"], eval_batch_size, device)
+    test_items: list[np.ndarray] = []
+    test_acc, test_time = evaluate_accuracy(model, data["test"], eval_batch_size, device, per_item=test_items)
     return SeedResult(seed=seed, test_accuracy=test_acc, val_accuracy=best_acc, best_step=best_step, steps=step,
                       planned_steps=planned, epochs=seen / n, stopped_early=stopped, train_time_s=train_time,
                       train_samples=seen, test_time_s=test_time, train_peak_rss_bytes=train_peak, gpu=gpu,
-                      final_train_loss=last_loss, history=history,
+                      final_train_loss=last_loss, history=history, test_correct=test_items[0],
                       optimizer="AdamW(fused)" if opt.defaults.get("fused") else "AdamW")
 
 
@@ -376,8 +384,11 @@ class TrainHooks:
         except NonFiniteLoss as exc:
             raise CellFailed(str(exc), {"per_seed": [x.to_dict() for x in self.results]}) from exc
         self.results.append(r)
+        from compbench.bench.stats import Items
+
+        items = Items("mean", r.test_correct) if r.test_correct is not None else None
         return Outcome(scores={"accuracy": r.test_accuracy, "val_accuracy": r.val_accuracy},
-                       measurements=r.to_dict(), params=params)
+                       measurements=r.to_dict(), params=params, items=items)
 
     def aggregate(self, ctx: Any, subject: Subject, outcomes: list[Outcome]) -> tuple[dict[str, float], dict[str, Any]]:
         """Mean and sample std of test accuracy over the seeds, per-seed figures, throughputs."""

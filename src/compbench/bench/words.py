@@ -29,7 +29,8 @@ class WordsHooks(TableHooks):
         glove = load_glove()
         words = glove.words
 
-        def evaluate(table: Any, dense: Any, seed: int) -> dict[str, float]:
-            return ctx.task.evaluate(WordsContext(table, dense, words, seed=seed))
+        def evaluate(table: Any, dense: Any, seed: int) -> tuple[dict[str, float], Any]:
+            wctx = WordsContext(table, dense, words, seed=seed)
+            return ctx.task.evaluate(wctx), wctx.items
 
         return self.subject(ctx, glove.vectors, glove.info, evaluate)

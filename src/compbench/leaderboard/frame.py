@@ -42,6 +42,7 @@ RECORD_COLUMNS = (
     "main", "main_std", "retention", "dense_score", "throughput_ratio", "tokens_per_s",
     "peak_rss_bytes", "gpu_peak_allocated_bytes", "git_sha", "git_dirty", "created_at", "compbench_version",
     "identity", "system", "params_total", "params_embedding", "eval_samples_per_s", "concurrent_cells",
+    "ci_low", "ci_high", "retention_low", "retention_high", "has_items",
 )
 
 #: the initialisation of a track's dense reference; a cell with another init, or with its own head, is a *system*
@@ -167,6 +168,11 @@ def record_row(r: Record) -> dict[str, Any]:
         "params_embedding": _int(r.params.embedding),
         "eval_samples_per_s": _num(eval_tp.get("mean")),
         "concurrent_cells": _int(conc),
+        "ci_low": _num((m.interval or {}).get("low")),
+        "ci_high": _num((m.interval or {}).get("high")),
+        "retention_low": _num((m.retention_interval or {}).get("low")),
+        "retention_high": _num((m.retention_interval or {}).get("high")),
+        "has_items": isinstance(meas.get("items"), dict),
     }
 
 
@@ -285,6 +291,13 @@ def _aggregate_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "params_embedding": _max([r["params_embedding"] for r in src]),
         "eval_samples_per_s": _mean([r["eval_samples_per_s"] for r in src]),
         "concurrent_cells": _max([r["concurrent_cells"] for r in rows]),
+        # the interval of a cell held by one record is that record's; pooled records get theirs at report time
+        # from their per-item outcomes (compbench.leaderboard.table), else none
+        "ci_low": ok[0]["ci_low"] if len(ok) == 1 else None,
+        "ci_high": ok[0]["ci_high"] if len(ok) == 1 else None,
+        "retention_low": ok[0]["retention_low"] if len(ok) == 1 else None,
+        "retention_high": ok[0]["retention_high"] if len(ok) == 1 else None,
+        "ok_keys": tuple(r["key"] for r in sorted(ok, key=lambda r: (min(r["seeds"] or (r["seed"],)), r["key"]))),
     })
     return out
 
@@ -297,7 +310,7 @@ CELL_FRAME_COLUMNS = (
     "n", "n_bad", "seeds", "retention", "dense_score", "stored_bytes", "achieved_ratio", "in_budget",
     "throughput_ratio", "tokens_per_s", "peak_rss_bytes", "gpu_peak_allocated_bytes", "git_shas",
     "git_dirty", "records", "keys", "identity", "system", "params_total", "params_embedding", "eval_samples_per_s",
-    "concurrent_cells",
+    "concurrent_cells", "ci_low", "ci_high", "retention_low", "retention_high", "ok_keys",
 )
 
 

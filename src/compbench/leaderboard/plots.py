@@ -94,8 +94,13 @@ def _new_axes() -> tuple[Figure, Any]:
 
 
 def _errorbars(ax: Any, xs: list[float], cells: list[dict[str, Any]], color: str) -> None:
+    """The 95% interval of each point when known, else ± the std over seeds."""
     for x, c in zip(xs, cells, strict=True):
-        if c["main_std"]:
+        low, high = c.get("ci_low"), c.get("ci_high")
+        if low is not None and high is not None:
+            yerr = [[max(0.0, c["main"] - low)], [max(0.0, high - c["main"])]]
+            ax.errorbar([x], [c["main"]], yerr=yerr, fmt="none", ecolor=color, elinewidth=0.9, capsize=2, zorder=3)
+        elif c["main_std"]:
             ax.errorbar([x], [c["main"]], yerr=[c["main_std"]], fmt="none", ecolor=color, elinewidth=0.9,
                         capsize=2, zorder=3)
 

@@ -23,6 +23,7 @@ from compbench.leaderboard.table import Leaderboard, TrackOverview, cells_versio
 
 STATUS_TEXT = {"ok": "ok", "over_budget": "over budget", "failed": "failed", "skipped": "skipped"}
 NOT_RUN = "—"
+NO_INTERVAL = "no interval"
 BYTES_FRONT = "★"
 SPEED_FRONT = "◆"
 REGENERATE = "compbench report --results results --out reports"
@@ -49,6 +50,23 @@ def fmt_score(x: float | None) -> str:
     if x != 0 and abs(x) < 0.01:
         return f"{x:.3e}"
     return f"{x:.4f}"
+
+
+def fmt_interval(low: float | None, high: float | None) -> str:
+    """``[0.801, 0.838]`` (the 95% interval, 3 decimals), or ``no interval`` when the records hold no per-item data."""
+    if low is None or high is None:
+        return NO_INTERVAL
+    if (low != 0 and abs(low) < 0.01) or (high != 0 and abs(high) < 0.01):
+        return f"[{low:.2e}, {high:.2e}]"
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def rank_text(c: dict[str, Any]) -> str:
+    """``1``, or ``1–3`` for a cell statistically tied with the best at its budget."""
+    if c.get("rank") is None:
+        return NOT_RUN
+    high = c.get("rank_high")
+    return f"{c['rank']}–{high}" if c.get("tied") and high and high != c["rank"] else str(c["rank"])
 
 
 def fmt_mean_std(mean: float | None, std: float | None) -> str:
@@ -156,9 +174,9 @@ def direction(higher_is_better: bool) -> str:
 
 # --------------------------------------------------------------------------- page content (shared)
 
-DETAIL_HEADERS = ("budget", "rank", "method", "status", "score (mean ± std)", "n", "retention", "stored",
+DETAIL_HEADERS = ("budget", "rank", "method", "status", "score (mean ± std)", "95% CI", "n", "retention", "stored",
                   "achieved", "throughput", "peak RSS", "Pareto", "config", "note")
-DETAIL_ALIGN = ("l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l", "l")
+DETAIL_ALIGN = ("l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "l", "l")
 
 
 def _detail_columns(board: Leaderboard) -> list[int]:
@@ -184,12 +202,14 @@ def _detail_values(board: Leaderboard, c: dict[str, Any]) -> list[str]:
     note = clip(c["error"]) if c["error"] else ""
     return [
         c["budget"],
-        str(c["rank"]) if c["rank"] is not None else NOT_RUN,
+        rank_text(c),
         c["label"],
         STATUS_TEXT.get(c["status"], c["status"]),
         fmt_mean_std(c["main"], c["main_std"]) if ok else NOT_RUN,
+        fmt_interval(c.get("ci_low"), c.get("ci_high")) if ok else NOT_RUN,
         (str(c["n"]) + (f" ({c['n_bad']} not ok)" if c["n_bad"] else "")) if ok else NOT_RUN,
-        fmt_pct(c["retention"]) if ok else NOT_RUN,
+        (fmt_pct(c["retention"]) + (f" [{fmt_pct(c['retention_low'])}, {fmt_pct(c['retention_high'])}]"
+                                     if c.get("retention_low") is not None else "")) if ok else NOT_RUN,
         fmt_bytes(c["stored_bytes"]) + ("" if c["in_budget"] or c["stored_bytes"] is None
                                         else f" > {fmt_bytes(c['allowed_bytes'])}"),
         fmt_ratio(c["achieved_ratio"]),
@@ -260,7 +280,10 @@ CONCURRENT = "‡"
 
 
 def _legend_text() -> str:
-    return (f"Cell: mean ± std over seeds (n), then the rank among in-budget runs at that budget. "
+    return (f"Cell: mean ± std over seeds, the 95% bootstrap interval over the test items (and seeds) in brackets "
+            f"({NO_INTERVAL} for records without per-item outcomes), n, then the rank among in-budget runs at that "
+            f"budget. Cells whose paired difference with the best cell at that budget is not significant at 5% are "
+            f"tied with it: they share the bold face and the rank range #1–k. "
             f"{CONCURRENT} after a throughput = timed while other cells ran on the machine (the record says how many "
             f"could run at once); records older than that field do not say. "
             f"{BYTES_FRONT} = on the Pareto front of quality vs stored bytes, {SPEED_FRONT} = on the Pareto "
@@ -275,9 +298,9 @@ def _md_pivot_cell(c: dict[str, Any] | None) -> str:
         return NOT_RUN
     if c["status"] != "ok":
         return f"*{STATUS_TEXT.get(c['status'], md(c['status']))}*"
-    s = f"{fmt_mean_std(c['main'], c['main_std'])} ({n_text(c)})"
+    s = f"{fmt_mean_std(c['main'], c['main_std'])} {fmt_interval(c.get('ci_low'), c.get('ci_high'))} ({n_text(c)})"
     if c["rank"] is not None:
-        s = (f"**{s}**" if c["rank"] == 1 else s) + f" #{c['rank']}"
+        s = (f"**{s}**" if c["rank"] == 1 else s) + f" #{rank_text(c)}"
     flags = flags_text(c)
     return s + (f" {flags}" if flags else "")
 
@@ -445,10 +468,12 @@ def _html_pivot_cell(c: dict[str, Any] | None) -> Any:
     rank = ""
     if c["rank"] is not None:
         r1 = " r1" if c["rank"] == 1 else ""
-        rank = f"<span class=\"rank{r1}\" title=\"rank at this budget\">#{c['rank']}</span>"
+        tip = "tied with the best at this budget (paired bootstrap, 5%)" if c.get("tied") else "rank at this budget"
+        rank = f"<span class=\"rank{r1}\" title=\"{tip}\">#{h(rank_text(c))}</span>"
     flags = flags_text(c)
     flags_html = f"<span class=\"flag\" title=\"Pareto front\">{flags}</span>" if flags else ""
-    sub = (f"<span class=\"sub\">{h(n_text(c))} · ret {h(fmt_pct(c['retention']))} · "
+    sub = (f"<span class=\"sub\">{h(fmt_interval(c.get('ci_low'), c.get('ci_high')))} · {h(n_text(c))} · "
+           f"ret {h(fmt_pct(c['retention']))} · "
            f"{h(fmt_bytes(c['stored_bytes']))} ({h(fmt_ratio(c['achieved_ratio']))})</span>")
     return (f"<span class=\"score\">{h(fmt_mean_std(c['main'], c['main_std']))}</span>{rank}{flags_html}{sub}",
             "best" if c["rank"] == 1 and c["budget"] else "")
@@ -496,8 +521,8 @@ def page_html(board: Leaderboard, pngs: dict[str, bytes | None], index_href: str
     for c in _detail_rows(board):
         vals: list[Any] = [h(x) for x in _detail_values(board, c)]
         vals[3] = (vals[3], f"l st-{h(c['status'])}")
-        vals[12] = (f"<code>{vals[12]}</code>" if vals[12] else "", "l wrap")
-        vals[13] = (vals[13], "l wrap")
+        vals[13] = (f"<code>{vals[13]}</code>" if vals[13] else "", "l wrap")
+        vals[14] = (vals[14], "l wrap")
         vals[2] = (vals[2], "l wrap")
         rows.append([vals[i] for i in cols])
     parts.append(html_table([DETAIL_HEADERS[i] for i in cols], rows, [DETAIL_ALIGN[i] for i in cols], cls="details"))

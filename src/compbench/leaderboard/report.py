@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -77,12 +78,14 @@ def select_cells(cells: pd.DataFrame, *, tasks: Sequence[str] = (), devices: Seq
 
 
 def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
-                  tracks: Sequence[str] = ()) -> dict[str, bytes]:
-    """All report files as ``{relative posix path: content}`` (deterministic for the same records)."""
+                  tracks: Sequence[str] = (), items: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """All report files as ``{relative posix path: content}`` (deterministic for the same records and items).
+
+    ``items`` maps record keys to their per-item outcomes (the sidecars), for pooled intervals and ties."""
     records = list(records)
     frame = to_frame(records)
     cells = select_cells(aggregate(frame), tasks=tasks, devices=devices, tracks=tracks)
-    boards = build_leaderboards(cells)
+    boards = build_leaderboards(cells, items=items)
     styles = plots.method_styles([v for b in boards for v in b.methods])
     files: dict[str, bytes] = {}
     n_records = 0
@@ -165,10 +168,12 @@ def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] =
     results, out = Path(results), Path(out)
     if not results.is_dir():
         raise UsageError(f"results folder {results} does not exist (run `compbench run` first or pass --results)")
-    records, problems = ResultStore(results).load_all()
+    store = ResultStore(results)
+    records, problems = store.load_all()
+    items = {r.key: it for r in records if (it := store.read_items(r)) is not None}
     if not records:
         raise UsageError(f"no valid records under {results}" + (f" ({len(problems)} malformed)" if problems else ""))
-    files = render_report(records, tasks=tasks, devices=devices, tracks=tracks)
+    files = render_report(records, tasks=tasks, devices=devices, tracks=tracks, items=items)
     written, removed = write_files(out, files)
     pages = sum(1 for f in files if f.endswith(".html") and f != "index.html")
     n = sum(1 for _ in records)

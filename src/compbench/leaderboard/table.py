@@ -12,6 +12,11 @@
   its initialisation or its classifier head (ADE's own SAT classifier, initialised from the pretrained
   table) is shown next to the dense model of the same width in a table of its own, with its head's size
   and cost, never in the ranking, the Pareto fronts or the overview (:mod:`compbench.bench.identity`).
+- **Uncertainty**: every score carries its 95% bootstrap interval when its records kept per-item outcomes
+  (:mod:`compbench.bench.stats`). At each budget, every rankable cell is compared with the best cell on the
+  same test items (paired bootstrap of the difference); cells not significantly different from the best at
+  5% are *tied* with it and share the rank range ``1–k`` (``k`` = the tie's size). A cell without per-item
+  outcomes (older records) shows "no interval" and can be neither tied nor separated: it keeps its plain rank.
 - Retention vs dense: the record's own value; when a record has none (e.g. a track that does not
   run the dense reference itself) and the metric is higher-is-better, ``main / dense main`` using the
   page's ``dense`` cell at its loosest budget.
@@ -28,6 +33,9 @@ from typing import Any
 import pandas as pd
 
 from compbench.leaderboard.frame import current_versions
+
+#: record key -> its per-item outcomes (compbench.bench.stats.Items), loaded by the report from the sidecars
+ItemsByKey = dict[str, Any]
 
 DENSE = "dense"
 
@@ -209,8 +217,68 @@ def _budget_order(cells: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(sorted(seen, key=lambda b: seen[b]))
 
 
-def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str) -> Leaderboard:
-    """The leaderboard of one (track, task, device) from aggregated cells (newest versions only)."""
+def cell_items(cell: dict[str, Any], items: ItemsByKey) -> Any:
+    """The per-item outcomes of an aggregated cell: its ok records' items stacked (seeds in order), or None."""
+    from compbench.bench.stats import Items
+
+    keys = cell.get("ok_keys") or ()
+    parts = [items.get(k) for k in keys]
+    if not parts or any(p is None for p in parts):
+        return None
+    try:
+        return Items.stack(parts) if len(parts) > 1 else parts[0]
+    except ValueError:  # pragma: no cover - records of one cell on different items
+        return None
+
+
+def _ties(cells: list[dict[str, Any]], items: ItemsByKey, higher_is_better: bool) -> None:
+    """Rank ranges from paired comparisons with the best cell of each budget (see the module docstring)."""
+    from compbench.bench import stats
+
+    for c in cells:
+        c["rank_high"] = c["rank"]
+        c["tied"] = False
+        c["vs_best"] = None
+    for budget in sorted({c["budget"] for c in cells}):
+        group = [c for c in cells if c["budget"] == budget and c["rank"] is not None]
+        if len(group) < 2:
+            continue
+        best = min(group, key=lambda c: (c["rank"], c["variant"]))
+        best_items = cell_items(best, items)
+        if best_items is None:
+            continue
+        tied = [best]
+        for c in group:
+            if c is best:
+                continue
+            other = cell_items(c, items)
+            if other is None or other.n_items != best_items.n_items or other.kind != best_items.kind:
+                continue
+            cmp = stats.paired_difference(best_items, other, higher_is_better=higher_is_better)
+            c["vs_best"] = cmp
+            if not cmp["significant"]:
+                tied.append(c)
+        if len(tied) > 1:
+            for c in tied:
+                c["rank"], c["rank_high"], c["tied"] = 1, len(tied), True
+
+
+def _pooled_intervals(cells: list[dict[str, Any]], items: ItemsByKey) -> None:
+    """Intervals of cells pooled from several records, from their stacked per-item outcomes."""
+    from compbench.bench import stats
+
+    for c in cells:
+        if c["ci_low"] is None and c["status"] == "ok" and len(c.get("ok_keys") or ()) > 1:
+            it = cell_items(c, items)
+            if it is not None:
+                ci = stats.interval(it)
+                c["ci_low"], c["ci_high"] = ci["low"], ci["high"]
+
+
+def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str,
+                      items: ItemsByKey | None = None) -> Leaderboard:
+    """The leaderboard of one (track, task, device) from aggregated cells (newest versions only); ``items`` (record
+    key -> per-item outcomes) gives pooled intervals and ties."""
     page = cells[(cells["track"] == track) & (cells["task"] == task) & (cells["device"] == device)]
     current, stale = current_versions(page)
     rows = current.to_dict("records")
@@ -218,7 +286,10 @@ def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str) -
         raise ValueError(f"no cells for {track}/{task}/{device}")
     higher = bool(rows[0]["higher_is_better"])
     _annotate(rows, higher)
-    frame = pd.DataFrame(rows, columns=[*current.columns, "rank", "pareto_bytes", "pareto_speed"], dtype=object)
+    _pooled_intervals(rows, items or {})
+    _ties(rows, items or {}, higher)
+    frame = pd.DataFrame(rows, columns=[*current.columns, "rank", "pareto_bytes", "pareto_speed", "rank_high",
+                                        "tied", "vs_best"], dtype=object)
     ranked = [c for c in rows if not c.get("system")]
     identities = sorted({str(c["identity"]) for c in ranked if c.get("identity")})
     if len(identities) > 1:  # keys encode the identity, so one page holds one; a mix is a bug, never a ranking
@@ -229,12 +300,12 @@ def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str) -
                        identity=identities[0] if identities else "")
 
 
-def build_leaderboards(cells: pd.DataFrame) -> list[Leaderboard]:
+def build_leaderboards(cells: pd.DataFrame, items: ItemsByKey | None = None) -> list[Leaderboard]:
     """Every page, sorted by (track, task, device)."""
     if cells.empty:
         return []
     keys = sorted({(t, k, d) for t, k, d in zip(cells["track"], cells["task"], cells["device"], strict=True)})
-    return [build_leaderboard(cells, *k) for k in keys]
+    return [build_leaderboard(cells, *k, items=items) for k in keys]
 
 
 @dataclass(frozen=True)

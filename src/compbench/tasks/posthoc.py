@@ -31,6 +31,7 @@ class PosthocContext:
     dense_table: torch.Tensor
     seed: int = 0
     batch_size: int = 64
+    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
 
 
 class PosthocTask(Task):
@@ -67,14 +68,37 @@ class STSB(PosthocTask):
         return ["stsb/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.datasets import split_path
+        from compbench.bench.stats import Items
+        from compbench.datasets import load_split, split_path
 
         task = _local_sts_task(str(split_path("stsb", "test")))
         with ctx.encoder.swapped(ctx.table) as enc:
-            scores = task.evaluate(enc.mteb_model(), "test", encode_kwargs={"batch_size": ctx.batch_size})
+            model = _capturing(enc.mteb_model())
+            scores = task.evaluate(model, "test", encode_kwargs={"batch_size": ctx.batch_size})
         s = scores["default"]
+        if len(model.captured) == 2:  # mteb encoded sentence1 then sentence2: the per-pair cosines it ranked
+            a, b = model.captured
+            cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+            gold = np.asarray(load_split("stsb", "test")["score"], dtype=np.float64)
+            if len(gold) == len(cos):
+                ctx.items = Items("spearman", cos, gold)
         return {k: float(s[k]) for k in ("cosine_spearman", "cosine_pearson", "spearman", "pearson",
                                           "manhattan_spearman", "euclidean_spearman")}
+
+
+def _capturing(model: Any) -> Any:
+    """``model`` (an mteb encoder wrapper) that also keeps every array its ``encode`` returns, in order."""
+    base = type(model)
+
+    class Capturing(base):  # type: ignore[misc, valid-type]
+        def encode(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().encode(*args, **kwargs)
+            self.captured.append(np.asarray(out, dtype=np.float64))
+            return out
+
+    model.__class__ = Capturing
+    model.captured = []
+    return model
 
 
 def _logreg(seed: int) -> Any:
@@ -98,9 +122,12 @@ class _TrainTestClassification(PosthocTask):
         with ctx.encoder.swapped(ctx.table) as enc:
             xtr = enc.encode(train["text"], ctx.batch_size)
             xte = enc.encode(test["text"], ctx.batch_size)
+        from compbench.bench.stats import Items
+
         clf = _logreg(0).fit(xtr, np.asarray(train["label"]))
-        acc = float((clf.predict(xte) == np.asarray(test["label"])).mean())
-        return {"accuracy": acc, "n_train": float(len(train)), "n_test": float(len(test))}
+        correct = clf.predict(xte) == np.asarray(test["label"])
+        ctx.items = Items("mean", correct.astype(np.float64))
+        return {"accuracy": float(correct.mean()), "n_train": float(len(train)), "n_test": float(len(test))}
 
 
 class _CVClassification(PosthocTask):
@@ -118,11 +145,19 @@ class _CVClassification(PosthocTask):
         data = load_split(self.dataset, "all")
         with ctx.encoder.swapped(ctx.table) as enc:
             x = enc.encode(data["text"], ctx.batch_size)
+        from compbench.bench.stats import Items
+
         y = np.asarray(data["label"])
         accs = []
+        correct = np.zeros(len(y))
         for tr, te in StratifiedKFold(self.folds, shuffle=True, random_state=0).split(x, y):
             clf = _logreg(0).fit(x[tr], y[tr])
-            accs.append(float((clf.predict(x[te]) == y[te]).mean()))
+            hit = clf.predict(x[te]) == y[te]
+            correct[te] = hit
+            accs.append(float(hit.mean()))
+        # the interval is of the pooled accuracy over every item (each is tested once); the main score is the
+        # mean of the fold accuracies, which differs from it by at most the folds' size difference
+        ctx.items = Items("mean", correct)
         return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "folds": float(self.folds)}
 
 
@@ -218,9 +253,12 @@ class Fidelity(PosthocTask):
         return ["stsb/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
+        from compbench.bench.stats import Items
         from compbench.datasets import load_split
 
         out = table_fidelity(ctx.dense_table, ctx.table)
+        row_cos = torch.nn.functional.cosine_similarity(ctx.dense_table.float(), ctx.table.float(), dim=1, eps=1e-12)
+        ctx.items = Items("mean", row_cos.double().cpu().numpy())  # the main score is their mean
         texts = load_split("stsb", "test")["sentence1"][:1000]
         with ctx.encoder.swapped(ctx.dense_table) as enc:
             ref = enc.encode(texts, ctx.batch_size)

@@ -42,6 +42,7 @@ class StoreContext:
     table: torch.Tensor  # [n, d]
     dense_table: torch.Tensor  # [n, d]
     seed: int = 0
+    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
 
 
 class StoreTask(Task):
@@ -196,6 +197,12 @@ class StoreSTSB(_ShippedStoreTask):
         i2 = np.array([index[s] for s in df["sentence2"]])
         out = pair_cosine_spearman(ctx.table, i1, i2, df["score"].to_numpy(float))
         out["n_pairs"] = float(len(df))
+        from compbench.bench.stats import Items
+
+        u = _unit(ctx.table)
+        cos = (u[torch.as_tensor(i1)] * u[torch.as_tensor(i2)]).sum(-1).double().numpy()
+        if not np.all(cos == cos[0]):
+            ctx.items = Items("spearman", cos, df["score"].to_numpy(float))
         return out
 
 

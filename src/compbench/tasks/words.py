@@ -171,8 +171,10 @@ def _upper_vocab(words: Sequence[str], restrict: int) -> dict[str, int]:
 
 # -- metrics --------------------------------------------------------------------------------------
 def word_pair_spearman(table: torch.Tensor, words: Sequence[str], pairs: Sequence[tuple[str, str, float]],
-                       restrict_vocab: int = PAIRS_RESTRICT_VOCAB) -> dict[str, float]:
-    """Spearman/Pearson of cosine similarity vs human scores (gensim ``evaluate_word_pairs`` protocol)."""
+                       restrict_vocab: int = PAIRS_RESTRICT_VOCAB, items_out: list[Any] | None = None) -> dict[str, float]:
+    """Spearman/Pearson of cosine similarity vs human scores (gensim ``evaluate_word_pairs`` protocol).
+
+    ``items_out``, when given, receives the per-pair Items (cosine, gold) for intervals."""
     from scipy import stats
 
     ok = _upper_vocab(words, restrict_vocab)
@@ -190,6 +192,10 @@ def word_pair_spearman(table: torch.Tensor, words: Sequence[str], pairs: Sequenc
     vb = torch.nn.functional.normalize(t[torch.tensor(ib)], dim=1, eps=1e-12)
     sims = (va * vb).sum(dim=1).double().numpy()
     n_oov = len(pairs) - len(gold)
+    if items_out is not None:
+        from compbench.bench.stats import Items
+
+        items_out.append(Items("spearman", sims, np.asarray(gold, dtype=np.float64)))
     return {
         "spearman": float(stats.spearmanr(gold, sims).statistic),
         "pearson": float(stats.pearsonr(gold, sims).statistic),
@@ -200,7 +206,8 @@ def word_pair_spearman(table: torch.Tensor, words: Sequence[str], pairs: Sequenc
 
 @torch.inference_mode()
 def analogy_accuracy(table: torch.Tensor, words: Sequence[str], questions: Sequence[tuple[str, str, str, str, str]],
-                     restrict_vocab: int = ANALOGY_RESTRICT_VOCAB, batch_size: int = 1024) -> dict[str, float]:
+                     restrict_vocab: int = ANALOGY_RESTRICT_VOCAB, batch_size: int = 1024,
+                     items_out: list[Any] | None = None) -> dict[str, float]:
     """3CosAdd accuracy among the ``restrict_vocab`` most frequent words (gensim ``evaluate_word_analogies``).
 
     Questions with a word outside the restricted vocabulary are skipped (counted in ``n_oov``).
@@ -233,6 +240,10 @@ def analogy_accuracy(table: torch.Tensor, words: Sequence[str], questions: Seque
             sims[:, variants] = sims[:, variants].masked_fill(hit, -float("inf"))
         correct[s:s + batch_size] = sims.argmax(dim=1) == q[:, 3]
     syn = torch.tensor(syntactic)
+    if items_out is not None:
+        from compbench.bench.stats import Items
+
+        items_out.append(Items("mean", correct.double().numpy()))
     return {
         "accuracy": float(correct.float().mean()),
         "semantic_accuracy": float(correct[~syn].float().mean()) if (~syn).any() else float("nan"),
@@ -252,6 +263,7 @@ class WordsContext:
     dense_table: torch.Tensor
     words: Sequence[str]
     seed: int = 0
+    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
 
 
 class WordsTask(Task):
@@ -281,7 +293,11 @@ class WordSim353(WordsTask):
     card = _pairs_card("wordsim353", "wordsim353")
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        return word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])))
+        found: list[Any] = []
+        out = word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])),
+                                 items_out=found)
+        ctx.items = found[0] if found else None
+        return out
 
 
 @TASKS.register("words/simlex999")
@@ -292,7 +308,11 @@ class SimLex999(WordsTask):
     card = _pairs_card("simlex999", "simlex999")
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        return word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])))
+        found: list[Any] = []
+        out = word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])),
+                                 items_out=found)
+        ctx.items = found[0] if found else None
+        return out
 
 
 @TASKS.register("words/analogy")
@@ -305,7 +325,10 @@ class Analogy(WordsTask):
                     "words; questions with a word outside them are skipped (14,877 of 19,544 remain)")
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        return analogy_accuracy(ctx.table, ctx.words, read_analogies(gensim_test_file(self.files[0])))
+        found: list[Any] = []
+        out = analogy_accuracy(ctx.table, ctx.words, read_analogies(gensim_test_file(self.files[0])), items_out=found)
+        ctx.items = found[0] if found else None
+        return out
 
 
 @TASKS.register("words/fidelity")
