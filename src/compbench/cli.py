@@ -120,6 +120,9 @@ def main(debug: bool) -> None:
 @click.option("--lookup-workload", type=click.Choice(["zipf", "uniform"]), default="zipf", show_default=True,
               help="How lookup-throughput ids are drawn: token frequencies of the shipped calibration corpus (zipf; "
                    "a Zipf law for other tables) or uniformly; recorded.")
+@click.option("--tune", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="Choose the method's options for the budget on the task's validation split first (never test); "
+                   "a tuned cell is its own variant, <method>+tuned.")
 @click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
 @click.option("--d-model", "d_model", type=int, default=None, help="Train track: embedding/model width (default 128).")
 @click.option("--max-steps", type=int, default=None, help="Train track: cap on optimiser steps (smoke runs; in the key).")
@@ -133,7 +136,8 @@ def main(debug: bool) -> None:
 def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
-        max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str) -> None:
+        max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
+        tune: str) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -168,7 +172,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
                          "apply to --track train only")
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
                     options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra,
-                    lookup_workload=lookup_workload)
+                    lookup_workload=lookup_workload, tune=tune == "on")
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
     if dry_run:

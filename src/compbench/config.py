@@ -58,6 +58,8 @@ class RunConfig:
         lookup_workload: how lookup ids are drawn: ``zipf`` (default: token frequencies of the shipped
             calibration corpus for the MiniLM vocabulary, else a Zipf law) or ``uniform``; recorded.
         seeds: train track: several seeds aggregated into one record (mean +- std).
+        tune: choose the method's options for the budget on the task's validation split first
+            (:mod:`compbench.bench.tuning`); a tuned cell is its own variant (key ``<method>+tuned``).
     """
 
     method: str
@@ -73,6 +75,7 @@ class RunConfig:
     batch_size: int = 64
     lookup_iters: int = 30
     lookup_workload: str = "zipf"
+    tune: bool = False
     seeds: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

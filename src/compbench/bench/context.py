@@ -58,7 +58,8 @@ class CellContext:
         """Record section for the method."""
         c = self.method.card
         return MethodInfo(name=c.name, version=c.version, family=c.family, reference=c.reference,
-                          options=dict(self.config.options), config=dict(config or {}))
+                          options=dict(self.config.options), config=dict(config or {}),
+                          tuned=bool(self.config.tune))
 
     def task_info(self, data_sha256: dict[str, str]) -> TaskInfo:
         """Record section for the task."""

@@ -143,7 +143,8 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         identity = CellIdentity(track=track, model=model_slug(model), width=width,
                                 backbone="frozen-encoder" if track == "posthoc" else "none", init="pretrained",
                                 head="shared", recipe="-")
-    key = (f"{track}/{task.card.name}{tag}/{method.card.name}{options_suffix(dict(config.options))}/"
+    tuned = "+tuned" if getattr(config, "tune", False) else ""
+    key = (f"{track}/{task.card.name}{tag}/{method.card.name}{options_suffix(dict(config.options))}{tuned}/"
            f"{budget}/{device_kind}-{threads}t-{seeds_segment(config.seed, seeds)}")
     return identity, key
 

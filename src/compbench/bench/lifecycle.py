@@ -152,9 +152,18 @@ def execute(ctx: Any, hooks: Any) -> Record:
     ref = reference_bytes(v, d)
     budget = ctx.budget_info(ref)
     config = ctx.method.configure(v, d, budget.allowed_bytes)  # raises UnattainableBudgetError
+    tuning: dict[str, Any] | None = None
+    if ctx.config.tune:  # choose the options on validation data; the test split is read once, below
+        from compbench.bench.tuning import tune
+
+        with phases.phase("tune"):
+            ctx.method, tuning = tune(ctx, hooks, subject, budget.allowed_bytes, ctx.seeds[0])
+        config = ctx.method.configure(v, d, budget.allowed_bytes)
     provenance = collect()
     provenance["run_config"] = ctx.config.to_dict()
     measurements: dict[str, Any] = dict(subject.measurements)
+    if tuning is not None:
+        measurements["tuning"] = tuning
     seeds = list(ctx.seeds)
     multi = bool(getattr(hooks, "multi_seed", False))
     params = Params()

@@ -82,4 +82,8 @@ def run_command(config: Any) -> list[str]:
             cmd += ["--" + key.replace("_", "-"), str(extra[key])]
     for k, v in sorted(dict(extra.get("recipe") or {}).items()):
         cmd += ["--recipe", f"{k}={v}"]
+    if getattr(config, "tune", False):
+        cmd += ["--tune", "on"]
+    if getattr(config, "lookup_workload", "zipf") != "zipf":
+        cmd += ["--lookup-workload", config.lookup_workload]
     return cmd

@@ -33,6 +33,8 @@ class MethodInfo(_Strict):
     reference: str
     options: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+    #: the options were chosen on validation data by the harness (measurements.tuning holds the search)
+    tuned: bool = False
 
 
 class TaskInfo(_Strict):

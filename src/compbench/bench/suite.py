@@ -17,7 +17,7 @@ from compbench.errors import UnknownNameError, UsageError
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
-             "batch_size", "lookup_iters", "lookup_workload", "model", "extra")
+             "batch_size", "lookup_iters", "lookup_workload", "model", "extra", "tune")
 SUITE_KEYS = ("name", "description", "grids", *GRID_KEYS)
 REQUIRED_GRID_KEYS = ("methods", "budgets", "tasks")
 
@@ -51,6 +51,7 @@ class Grid:
     batch_size: int = 64
     lookup_iters: int = 30
     lookup_workload: str = "zipf"
+    tune: bool = False
     model: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -182,6 +183,10 @@ def _parse_grid(d: Mapping[str, Any], defaults: Mapping[str, Any], source: str, 
     for key, minimum in (("threads", 1), ("batch_size", 1), ("lookup_iters", 1)):
         if key in merged:
             kw[key] = _int(merged[key], key, source, ctx, minimum)
+    if "tune" in merged:
+        if not isinstance(merged["tune"], bool):
+            raise UsageError(f"{_where(source, ctx)}: 'tune' must be true or false")
+        kw["tune"] = merged["tune"]
     if "aggregate_seeds" in merged:
         if not isinstance(merged["aggregate_seeds"], bool):
             raise UsageError(f"{_where(source, ctx)}: 'aggregate_seeds' must be true or false")
@@ -328,6 +333,7 @@ def expand(suite: Suite) -> list[RunConfig]:
                                             options=dict(g.options.get(method, {})), model=g.model,
                                             fresh_process=False, batch_size=g.batch_size,
                                             lookup_iters=g.lookup_iters, lookup_workload=g.lookup_workload,
+                                            tune=g.tune,
                                             seeds=seeds, extra=dict(g.extra))
                             ident = repr(sorted(cfg.to_dict().items(), key=lambda kv: kv[0]))
                             if ident not in seen:

@@ -64,9 +64,13 @@ def code_size(m: int, nbits: int) -> int:
     return (int(m) * int(nbits) + 7) // 8
 
 
-def pq_bytes(num_embeddings: int, embedding_dim: int, m: int, nbits: int, rotation: bool = False) -> int:
-    """Stored bytes: packed codes + fp32 codebooks (+ the fp32 ``d x d`` rotation for OPQ)."""
-    out = int(num_embeddings) * code_size(m, nbits) + 4 * int(embedding_dim) * (1 << int(nbits))
+CODEBOOK_DTYPES = {"float32": 4, "float16": 2}
+
+
+def pq_bytes(num_embeddings: int, embedding_dim: int, m: int, nbits: int, rotation: bool = False,
+             codebook_bytes: int = 4) -> int:
+    """Stored bytes: packed codes + codebooks at ``codebook_bytes`` per value (+ the fp32 ``d x d`` rotation for OPQ)."""
+    out = int(num_embeddings) * code_size(m, nbits) + int(codebook_bytes) * int(embedding_dim) * (1 << int(nbits))
     if rotation:
         out += 4 * int(embedding_dim) ** 2
     return out
@@ -94,12 +98,13 @@ class PQEmbedding(CompressedEmbedding):
     """Packed PQ codes ``[V, code_size]`` + codebooks ``[M, 2^nbits, d/M]`` (+ optional rotation ``[d, d]``)."""
 
     def __init__(self, codes: torch.Tensor, centroids: torch.Tensor, nbits: int,
-                 rotation: torch.Tensor | None = None):
+                 rotation: torch.Tensor | None = None, codebook_dtype: str = "float32"):
         m, ksub, dsub = centroids.shape
         super().__init__(codes.shape[0], m * dsub)
         self.m, self.ksub, self.dsub, self.nbits = int(m), int(ksub), int(dsub), int(nbits)
         self.register_buffer("codes", codes.to(torch.uint8).contiguous())
-        self.register_buffer("centroids", centroids.float().contiguous())
+        # codebooks are stored at their dtype (fp16 halves them; the codes were assigned with fp32 centroids)
+        self.register_buffer("centroids", centroids.to(getattr(torch, codebook_dtype)).contiguous())
         self.has_rotation = rotation is not None
         if rotation is not None:
             self.register_buffer("rotation", rotation.float().contiguous())
@@ -109,7 +114,7 @@ class PQEmbedding(CompressedEmbedding):
     def decode_codes(self, packed: torch.Tensor) -> torch.Tensor:
         """Packed codes ``[..., code_size]`` -> reconstructed (rotated-space) vectors ``[..., d]``."""
         idx = unpack_codes(packed, self.m, self.nbits) + self.offsets
-        flat = self.centroids.reshape(self.m * self.ksub, self.dsub)
+        flat = self.centroids.float().reshape(self.m * self.ksub, self.dsub)
         return nn.functional.embedding(idx, flat).reshape(*packed.shape[:-1], self.embedding_dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -180,9 +185,32 @@ class _PQBase(Method):
             nbits_opts = list(range(cap, 0, -1))
         return nbits_opts, m_opts, n_train
 
+    def codebook_dtype(self) -> str:
+        """``float32`` (default) or ``float16`` codebooks (option ``codebook_dtype``)."""
+        dt = str(self.option("codebook_dtype", "float32"))
+        if dt not in CODEBOOK_DTYPES:
+            raise UsageError(f"option codebook_dtype={dt} of method '{self.card.name}' must be one of "
+                             f"{', '.join(CODEBOOK_DTYPES)}")
+        return dt
+
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """Candidates for the harness' tuning on validation data (at most 12; the default first): k-means
+        iterations {10, 25} x codebook dtype {fp32, fp16} x bits per code {8, 6, 4}; M is then the largest that fits.
+        Why: faiss' defaults (25 iterations) fit better than our CPU-saving 10; fp16 codebooks free bytes for codes;
+        fewer bits per code buy more sub-quantizers."""
+        space = [{}]
+        for niter in (DEFAULT_NITER, 25):
+            for dt in CODEBOOK_DTYPES:
+                for nb in (8, 6, 4):
+                    cand = {"niter": niter, "codebook_dtype": dt, "nbits": nb}
+                    if cand != {"niter": DEFAULT_NITER, "codebook_dtype": "float32", "nbits": DEFAULT_NBITS}:
+                        space.append(cand)
+        return space[:12]
+
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         nbits_opts, m_opts, n_train = self._candidates(num_embeddings, embedding_dim)
-        cost = lambda m, nb: pq_bytes(num_embeddings, embedding_dim, m, nb, self.rotation)  # noqa: E731
+        cb = CODEBOOK_DTYPES[self.codebook_dtype()]
+        cost = lambda m, nb: pq_bytes(num_embeddings, embedding_dim, m, nb, self.rotation, cb)  # noqa: E731
         for nb in nbits_opts:  # highest nbits first, then the largest M that fits
             fits = [m for m in m_opts if cost(m, nb) <= budget_bytes]
             if fits:
@@ -190,6 +218,8 @@ class _PQBase(Method):
                 cfg: dict[str, Any] = {"M": m, "nbits": nb, "dsub": embedding_dim // m,
                                        "code_bytes_per_row": code_size(m, nb), "train_size": n_train,
                                        "niter": self._int_option("niter", DEFAULT_NITER, 1)}
+                if cb != 4:  # recorded only when not the default, so untuned configs stay as they were
+                    cfg["codebook_dtype"] = self.codebook_dtype()
                 if self.rotation:
                     cfg["niter_opq"] = self._int_option("niter_opq", DEFAULT_NITER_OPQ, 1)
                     cfg["niter_pq_0"] = self._int_option("niter_pq_0", DEFAULT_NITER_PQ_0, 1)
@@ -204,7 +234,8 @@ _PQ_OPTIONS = {
     "nbits": f"bits per sub-quantizer code (default {DEFAULT_NBITS}, lowered automatically when nothing fits)",
     "M": "force the number of sub-quantizers (must divide d and fit the budget)",
     "train_size": f"k-means training rows, a seeded subsample (default {DEFAULT_TRAIN_SIZE})",
-    "niter": f"k-means iterations per sub-space (default {DEFAULT_NITER}, faiss' default)",
+    "niter": f"k-means iterations per sub-space (default {DEFAULT_NITER}; faiss' default is 25)",
+    "codebook_dtype": "codebook storage: float32 (default) or float16 (half the codebook bytes)",
 }
 
 
@@ -227,7 +258,8 @@ class PQ(_PQBase):
         pq = train_pq(_sample_rows(x, int(config["train_size"]), seed), int(config["M"]), int(config["nbits"]),
                       niter=int(config["niter"]), seed=seed)
         codes = torch.from_numpy(pq.compute_codes(x))
-        return PQEmbedding(codes, _centroids(pq), int(config["nbits"]))
+        return PQEmbedding(codes, _centroids(pq), int(config["nbits"]),
+                           codebook_dtype=str(config.get("codebook_dtype", "float32")))
 
 
 @METHODS.register("opq")
@@ -274,4 +306,5 @@ class OPQ(_PQBase):
         rot = faiss.vector_to_array(opq.A).reshape(opq.d_out, opq.d_in).copy()
         pq = train_pq(opq.apply(xt), m, nbits, niter=int(config["niter"]), seed=seed)
         codes = torch.from_numpy(pq.compute_codes(opq.apply(x)))
-        return PQEmbedding(codes, _centroids(pq), nbits, rotation=torch.from_numpy(rot))
+        return PQEmbedding(codes, _centroids(pq), nbits, rotation=torch.from_numpy(rot),
+                           codebook_dtype=str(config.get("codebook_dtype", "float32")))

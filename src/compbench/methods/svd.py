@@ -1,6 +1,7 @@
 """Truncated SVD (post-hoc low-rank factorisation) of a pretrained table.
 
-``E ~= (U_r S_r) V_r^T`` with both factors stored in fp32: ``4 r (V + d)`` bytes.
+``E ~= (U_r S_r) V_r^T`` with both factors stored in fp32 (``4 r (V + d)`` bytes), or in fp16 with
+``-o dtype=float16`` (``2 r (V + d)``: about twice the rank; a tuning candidate, see ``tuning_space``).
 The rank is the largest that fits the budget (as ``get_lin_rec_latent_dim`` in
 the direction-AE paper's code). Computed exactly with ``torch.linalg.svd``.
 """
@@ -39,9 +40,28 @@ class LowRankEmbedding(CompressedEmbedding):
         return (self.a @ self.b).float()
 
 
-def max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int) -> int:
-    """Largest r with fp32 factors ``4 r (V + d) <= budget_bytes``, capped at min(V, d)."""
-    r = budget_bytes // (4 * (num_embeddings + embedding_dim))
+class HalfLowRankEmbedding(CompressedEmbedding):
+    """``E[ids] = A[ids] @ B`` with both factors stored in fp16 (computed in fp32)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        super().__init__(a.shape[0], b.shape[1])
+        self.register_buffer("a", a.half().contiguous())
+        self.register_buffer("b", b.half().contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.a).float() @ self.b.float()
+
+    @torch.no_grad()
+    def materialize(self, chunk: int = 8192) -> torch.Tensor:
+        return self.a.float() @ self.b.float()
+
+
+FACTOR_BYTES = {"float32": 4, "float16": 2}
+
+
+def max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int, value_bytes: int = 4) -> int:
+    """Largest r with factors ``value_bytes r (V + d) <= budget_bytes``, capped at min(V, d)."""
+    r = budget_bytes // (value_bytes * (num_embeddings + embedding_dim))
     return int(min(r, num_embeddings, embedding_dim))
 
 
@@ -56,21 +76,32 @@ class SVD(Method):
         reference="Eckart & Young 1936; the SVD baseline of Balazy et al. 2021 (arXiv 2106.08181)",
         modes=("posthoc",),
         description="E ~= (U_r S_r) V_r^T, fp32 factors, rank from the budget",
-        options={"rank": "force a rank (must still fit the budget)"},
+        options={"rank": "force a rank (must still fit the budget)",
+                 "dtype": "factor storage: float32 (default) or float16 (about twice the rank)"},
     )
     option_ranges = {"rank": at_least(1)}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """The default (fp32 factors) and fp16 factors at about twice the rank. int8 factors are not offered yet."""
+        return [{}, {"dtype": "float16"}]
+
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        r = max_rank(num_embeddings, embedding_dim, budget_bytes)
+        from compbench.errors import UsageError
+
+        dtype = str(self.option("dtype", "float32"))
+        if dtype not in FACTOR_BYTES:
+            raise UsageError(f"option dtype={dtype} of method 'svd' must be one of {', '.join(FACTOR_BYTES)}")
+        vb = FACTOR_BYTES[dtype]
+        r = max_rank(num_embeddings, embedding_dim, budget_bytes, vb)
         if r < 1:
-            raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, 4 * (num_embeddings + embedding_dim))
+            raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, vb * (num_embeddings + embedding_dim))
         forced = self.option("rank", 0)
         if forced:
             if forced > r:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
-                                        4 * forced * (num_embeddings + embedding_dim))
+                                        vb * forced * (num_embeddings + embedding_dim))
             r = forced
-        return {"rank": r}
+        return {"rank": r} if dtype == "float32" else {"rank": r, "dtype": dtype}
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         r = int(config["rank"])
@@ -81,4 +112,6 @@ class SVD(Method):
         signs[signs == 0] = 1
         a = (u[:, :r] * (s[:r] * signs))
         b = vh[:r] * signs[:, None]
+        if config.get("dtype", "float32") == "float16":
+            return HalfLowRankEmbedding(a.float(), b.float())
         return LowRankEmbedding(a.float(), b.float())

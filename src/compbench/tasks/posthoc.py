@@ -63,15 +63,20 @@ class STSB(PosthocTask):
 
     card = TaskCard("stsb", 1, "posthoc", "cosine_spearman", True, 0.005, "stsb",
                     "mteb AbsTaskSTS (STSBenchmark metadata) on the shipped STS-B test split, cosine Spearman")
+    split: ClassVar[str] = "test"
 
     def data_files(self) -> list[str]:
-        return ["stsb/test"]
+        return [f"stsb/{self.split}"]
+
+    def validation(self) -> PosthocTask:
+        """The same protocol on STS-B's validation split (1,500 pairs): what tuning reads, never the test split."""
+        return STSBValidation()
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
         from compbench.bench.stats import Items
         from compbench.datasets import load_split, split_path
 
-        task = _local_sts_task(str(split_path("stsb", "test")))
+        task = _local_sts_task(str(split_path("stsb", self.split)))
         with ctx.encoder.swapped(ctx.table) as enc:
             model = _capturing(enc.mteb_model())
             scores = task.evaluate(model, "test", encode_kwargs={"batch_size": ctx.batch_size})
@@ -79,7 +84,7 @@ class STSB(PosthocTask):
         if len(model.captured) == 2:  # mteb encoded sentence1 then sentence2: the per-pair cosines it ranked
             a, b = model.captured
             cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-            gold = np.asarray(load_split("stsb", "test")["score"], dtype=np.float64)
+            gold = np.asarray(load_split("stsb", self.split)["score"], dtype=np.float64)
             if len(gold) == len(cos):
                 ctx.items = Items("spearman", cos, gold)
         return {k: float(s[k]) for k in ("cosine_spearman", "cosine_pearson", "spearman", "pearson",
@@ -99,6 +104,17 @@ def _capturing(model: Any) -> Any:
     model.__class__ = Capturing
     model.captured = []
     return model
+
+
+class STSBValidation(STSB):
+    """STS-B validation split, same protocol (used only by tuning; not a registry task)."""
+
+    card = TaskCard("stsb-validation", 1, "posthoc", "cosine_spearman", True, 0.005, "stsb",
+                    "mteb AbsTaskSTS (STSBenchmark metadata) on the shipped STS-B validation split, cosine Spearman")
+    split = "validation"
+
+    def validation(self) -> PosthocTask:
+        return self
 
 
 def _logreg(seed: int) -> Any:
