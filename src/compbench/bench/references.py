@@ -32,7 +32,7 @@ REFERENCE_TRACKS = ("posthoc", "words", "store", "train")
 
 def reference_config(config: RunConfig, ctx: Any | None = None) -> RunConfig:
     """The dense reference cell of ``config`` (``ctx``, the candidate's CellContext, gives its width)."""
-    ref = replace(config, method="dense", budget="1x", options={})
+    ref = replace(config, method="dense", budget="1x", options={}, tune=False)
     if config.track == "train":
         from compbench.bench.train_settings import DEFAULT_D_MODEL
 
