@@ -61,11 +61,14 @@ NON_NUMERIC_OPTIONS = {
     "ade-merged": {"anchor_dtype", "train_anchors", "residual"},
     "dhe": {"distribution", "activation", "batchnorm"},
     "direction-ae": {"init", "select"},
+    "dpq": {"mode", "shared"},
     "fourier-mlp": {"mlp"},
     "hashing": {"signed"},
     "lowrank": {"init"},
+    "pep": {"threshold_type"},
     "qr": {"op"},
     "quant-fp8": {"scale"},
+    "robe": {"signed"},
 }
 
 

@@ -39,6 +39,15 @@ _BUILTIN = {
     "fourier-mlp": "compbench.methods.fourier_mlp:FourierMLP",
     "ade": "compbench.methods.ade:ADE",
     "ade-merged": "compbench.methods.ade:ADEMerged",
+    "robe": "compbench.methods.robe:ROBE",
+    "mde": "compbench.methods.mde:MDE",
+    "dpq": "compbench.methods.dpq:DPQ",
+    "mgqe": "compbench.methods.mgqe:MGQE",
+    "pep": "compbench.methods.pruning:PEP",
+    "deeplight": "compbench.methods.pruning:DeepLight",
+    "alpt": "compbench.methods.alpt:ALPT",
+    "optembed": "compbench.methods.optembed:OptEmbed",
+    "dedup": "compbench.methods.dedup:Dedup",
 }
 for _name, _target in _BUILTIN.items():
     METHODS.add_lazy(_name, _target)
