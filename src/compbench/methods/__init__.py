@@ -25,6 +25,8 @@ _BUILTIN = {
     "quant-binary": "compbench.methods.quant:QuantBinary",
     "quant-fp16": "compbench.methods.quant:QuantFP16",
     "quant-fp8": "compbench.methods.quant:QuantFP8",
+    "quant": "compbench.methods.quant_budget:Quant",
+    "pca": "compbench.methods.pca:PCA",
     "pq": "compbench.methods.pq:PQ",
     "opq": "compbench.methods.pq:OPQ",
     "kmeans": "compbench.methods.kmeans:KMeans",

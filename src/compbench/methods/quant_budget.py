@@ -1,0 +1,145 @@
+"""``quant``: scalar quantisation whose bit width and scale dtype come from the budget.
+
+The fixed-width entries (``quant-int8``, ``quant-int4``, ``quant-int2``, ``quant-binary``; ``methods/quant.py``)
+each meet only the budgets at or above their one size. ``quant`` picks the width:
+
+- ``b >= 2`` bits: affine min-max quantisation per row (or per group of ``group_size`` columns), exactly as
+  ``quant-int{8,4,2}``: ``x ~= lo + q step`` with ``q`` in ``0 .. 2^b - 1``; two scales (``lo``, ``step``)
+  per group.
+- ``b = 1``: the sign with the L2-optimal scale ``mean|x|`` per group (XNOR-Net, as ``quant-binary``); one
+  scale per group. (Affine min-max at 1 bit would only keep ``{lo, hi}`` per row.)
+
+Codes are packed: widths 1, 2, 4, 8 with :mod:`compbench.methods.packing` (as the fixed-width entries),
+the others (3, 5, 6, 7) as one little-endian bitstring per row (:mod:`compbench.methods.bitstring`), so a
+row of ``d`` codes takes ``ceil(d b / 8)`` bytes. Scales are fp32 or fp16.
+
+``bytes = V ceil(d b / 8) + V (d / group) n_scales s``, with ``n_scales`` = 2 (b >= 2) or 1 (b = 1) and
+``s`` = 4 (fp32) or 2 (fp16).
+
+Budget rule: ``b`` is the largest width in 1..8 whose codes fit with fp16 scales (the smallest scale
+overhead); the scale dtype is then fp32 when fp32 scales also fit at that width, else fp16. With fp16 scales
+the codes are computed against the fp16-rounded ``lo`` and ``step`` (what is stored is what is decoded).
+``-o bits=`` and ``-o scale_dtype=`` force either (they must still fit). On MiniLM (30522 x 384): 10x
+gives 3 bits + fp32 scales (152 B/row, 10.1x), 40x and 100x are below the 1-bit size (50 B/row with fp16
+scales, 30.7x), so unattainable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from compbench.errors import UsageError
+from compbench.methods import METHODS
+from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.bitstring import pack_rows, row_bytes, unpack_rows
+from compbench.methods.options import at_least
+from compbench.methods.quant import QUANT_REFERENCE
+
+SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
+
+
+def quant_bytes(num_embeddings: int, embedding_dim: int, bits: int, scale_bytes: int, group: int | None = None) -> int:
+    """Stored bytes of ``quant`` at ``bits`` with ``scale_bytes`` (4 or 2) per scale."""
+    group = int(group or embedding_dim)
+    n_scales = 1 if bits == 1 else 2
+    groups = int(embedding_dim) // group
+    return int(num_embeddings) * (row_bytes(embedding_dim, bits) + groups * n_scales * int(scale_bytes))
+
+
+class ScalarQuantEmbedding(CompressedEmbedding):
+    """Packed ``b``-bit codes ``[V, ceil(d b / 8)]`` + per-group scales (``lo``/``step``, or ``scale`` at 1 bit)."""
+
+    def __init__(self, codes: torch.Tensor, scales: dict[str, torch.Tensor], bits: int, dim: int, group: int):
+        super().__init__(codes.shape[0], dim)
+        self.bits, self.group = int(bits), int(group)
+        self.register_buffer("codes", codes.to(torch.uint8).contiguous())
+        for name, t in scales.items():
+            self.register_buffer(name, t.contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        q = unpack_rows(self.codes[ids], self.bits, self.embedding_dim).float()
+        q = q.reshape(*q.shape[:-1], -1, self.group)
+        if self.bits == 1:
+            out = (q * 2 - 1) * self.scale[ids].float().unsqueeze(-1)
+        else:
+            out = self.lo[ids].float().unsqueeze(-1) + q * self.step[ids].float().unsqueeze(-1)
+        return out.reshape(*ids.shape, self.embedding_dim)
+
+
+def quantize(table: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype) -> ScalarQuantEmbedding:
+    """The ``quant`` codes of ``table`` at ``bits`` with per-group scales stored as ``scale_dtype``."""
+    v, d = table.shape
+    x = table.detach().float().reshape(v, d // group, group)
+    if bits == 1:
+        scale = x.abs().mean(dim=-1).to(scale_dtype)
+        codes = (x > 0).to(torch.uint8).reshape(v, d)
+        return ScalarQuantEmbedding(pack_rows(codes, 1), {"scale": scale}, 1, d, group)
+    levels = (1 << bits) - 1
+    lo = x.amin(dim=-1).to(scale_dtype)
+    step = ((x.amax(dim=-1) - lo.float()) / levels)
+    step = torch.where(step > 0, step, torch.ones_like(step)).to(scale_dtype)
+    step = torch.where(step.float() > 0, step, torch.ones_like(step))  # an fp16 underflow to 0
+    q = torch.round((x - lo.float().unsqueeze(-1)) / step.float().unsqueeze(-1)).clamp_(0, levels)
+    return ScalarQuantEmbedding(pack_rows(q.to(torch.uint8).reshape(v, d), bits), {"lo": lo, "step": step},
+                                bits, d, group)
+
+
+@METHODS.register("quant")
+class Quant(Method):
+    """Scalar quantisation, bit width 1..8 and scale dtype (fp32/fp16) from the budget."""
+
+    card = MethodCard(
+        name="quant",
+        version=1,
+        family="quantization",
+        reference=QUANT_REFERENCE + "; Rastegari et al. 2016 (1-bit: sign x mean|x|)",
+        modes=("posthoc",),
+        description="b-bit affine min-max codes (b = 1: sign x mean|x|), b in 1..8 and fp32/fp16 scales "
+                    "from the budget",
+        options={
+            "bits": "force the bit width (1..8; must fit the budget)",
+            "scale_dtype": "force the scale dtype: float32 | float16 (fp32 | fp16)",
+            "group_size": "columns per scale group (default: the whole row; must divide d)",
+        },
+    )
+    option_ranges = {"bits": at_least(1, high=8), "group_size": at_least(1)}
+
+    def _group(self, d: int) -> int:
+        g = self.option("group_size", d)
+        if g <= 0 or d % g:
+            raise UsageError(f"option group_size={g} of method 'quant' must be a positive divisor of d={d}")
+        return g
+
+    def _scale_options(self) -> list[str]:
+        if "scale_dtype" not in self.options:
+            return ["float16", "float32"]
+        name = _ALIASES.get(str(self.options["scale_dtype"]).lower())
+        if name is None:
+            raise UsageError(f"option scale_dtype={self.options['scale_dtype']!r} of method 'quant' must be "
+                             "float32 or float16")
+        return [name]
+
+    def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        group = self._group(embedding_dim)
+        widths = [self.option("bits", 8)] if "bits" in self.options else list(range(8, 0, -1))
+        dtypes = self._scale_options()
+
+        def size(b: int, dt: str) -> int:
+            return quant_bytes(num_embeddings, embedding_dim, b, SCALE_DTYPES[dt].itemsize, group)
+
+        for b in widths:  # the largest width that fits with the cheapest scales ...
+            if size(b, dtypes[0]) <= budget_bytes:
+                # ... then the widest scale dtype that still fits at that width
+                dt = next(t for t in reversed(dtypes) if size(b, t) <= budget_bytes)
+                return {"bits": b, "scale_dtype": dt, "group_size": group,
+                        "scheme": "sign-meanabs" if b == 1 else "affine-minmax",
+                        "bytes_per_row": size(b, dt) // max(1, num_embeddings)}
+        raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
+                                min(size(b, t) for b in widths for t in dtypes))
+
+    def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        return quantize(table, int(config["bits"]), int(config["group_size"]), SCALE_DTYPES[config["scale_dtype"]])
