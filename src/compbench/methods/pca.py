@@ -8,7 +8,7 @@ centering), PCA spends ``d`` numbers on the mean, which matters for tables with 
 
 Stored, in ``dtype`` (``float32`` by default, ``-o dtype=float16`` halves every factor):
 ``bytes = s (V r + r d + d)`` with ``s`` = 4 or 2. The rank is the largest that fits, capped at
-``min(V, d)``; ``-o rank=`` forces one (it must fit). On MiniLM: 10x gives r = 37 in fp32 (74 in fp16),
+``min(V, d)``; ``-o rank=`` forces one (it must fit). On MiniLM: 10x gives r = 37 in fp32 (75 in fp16),
 40x r = 9 (18), 100x r = 3 (7).
 
 ``pca`` is also the reducer of the compositions ``pca+<quantizer>`` (``methods/compose.py``), which quantize

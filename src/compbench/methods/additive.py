@@ -1,0 +1,231 @@
+"""``rq`` and ``lsq``: additive quantisation of a pretrained table, via faiss.
+
+A row is the sum of ``M`` codewords, one from each of ``M`` full-dimensional codebooks of ``K = 2^nbits``
+entries: ``x ~= C_1[i_1] + ... + C_M[i_M]``.
+
+- ``rq``: residual quantisation (Chen, Guan & Wang 2010, "Approximate Nearest Neighbor Search by Residual
+  Vector Quantization", Sensors; Juang & Gray 1982 multistage VQ) with beam search (Babenko & Lempitsky
+  2014; Liu et al. 2015), ``faiss.ResidualQuantizer`` (progressive-dimension k-means per stage, beam
+  search encoding).
+- ``lsq``: local-search quantisation (Martinez, Zakhmi, Hoos & Little, "LSQ++: Lower running time and higher
+  recall in multi-codebook quantization", ECCV 2018), ``faiss.LocalSearchQuantizer`` (codebooks by least
+  squares, codes by iterated conditional modes with perturbations).
+
+Stored: ``codes`` ``V x ceil(M nbits / 8)`` uint8, faiss' packing (one little-endian bitstring per row,
+``search_type = ST_decompress``: no norm is stored), and ``codebooks`` ``M x 2^nbits x d`` fp32.
+``bytes = V ceil(M nbits / 8) + 4 M 2^nbits d``. ``forward(ids)`` unpacks the codes of ``ids`` and sums one
+codeword per codebook (``embedding_bag``), which equals faiss' ``decode`` (tested).
+
+Budget rule: every ``nbits`` in 1..8 (with ``2^nbits <=`` training rows) and ``M`` in 1..``max_M`` that fit;
+the pair with the most code bits per row ``M nbits`` wins, ties to the larger ``nbits``. Full-dimensional
+codebooks are expensive on a 30k-row table (one 8-bit codebook of 384-d is 393 KB, a third of the 40x budget),
+so small codebooks with many stages win: on MiniLM, ``rq`` takes 64 x 5 bits at 10x (10.7x), 29 x 4 bits at
+40x (40.1x) and 32 x 2 bits at 100x (106x); ``lsq`` (``max_M`` 32) 32 x 6 bits at 10x (12.1x), 29 x 4 at 40x,
+32 x 2 at 100x. ``-o M= / -o nbits=`` force either (they must fit).
+
+Training parameters and their cost (MiniLM, 1 thread; all overridable with ``-o``):
+
+- ``rq``: trained on ``train_size`` = 16384 rows (a seeded subsample; every row is then encoded),
+  ``niter`` = 10 k-means iterations per stage (faiss' default), ``beam`` = 5 (faiss' ``max_beam_size``
+  default). ``max_M`` = 64 bounds the stages. Measured: 64 x 5 bits (10x) trains in 90 s and encodes in
+  14 s, mean row cosine 0.841; 29 x 4 bits (40x, all rows) 47 + 4 s, 0.669; 32 x 2 (100x) 46 + 11 s, 0.539.
+- ``lsq``: ``train_size`` = 8192 rows, ``train_iters`` = 10 (faiss: 25), ``encode_ils_iters`` = 8 (faiss: 16),
+  faiss' defaults otherwise (``icm_iters`` = 4, ``train_ils_iters`` = 8). Its ICM encoding costs ~``M^2 K`` per
+  row and sweep, hence ``max_M`` = 32. Measured: 32 x 6 bits (10x) 73 + 38 s, 0.746; 29 x 4 bits (40x,
+  all rows) 66 + 6 s, 0.685.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from compbench.errors import UsageError
+from compbench.methods import METHODS
+from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.bitstring import unpack_rows
+from compbench.methods.options import at_least
+
+
+def aq_code_size(m: int, nbits: int) -> int:
+    """Bytes per row of packed additive-quantizer codes: ``ceil(M nbits / 8)`` (faiss ``code_size``)."""
+    return (int(m) * int(nbits) + 7) // 8
+
+
+def aq_bytes(num_embeddings: int, embedding_dim: int, m: int, nbits: int) -> int:
+    """Stored bytes: packed codes + ``M`` fp32 codebooks of ``2^nbits x d``."""
+    return int(num_embeddings) * aq_code_size(m, nbits) + 4 * int(m) * (1 << int(nbits)) * int(embedding_dim)
+
+
+class AdditiveEmbedding(CompressedEmbedding):
+    """Packed codes ``[V, ceil(M nbits / 8)]`` + codebooks ``[M, 2^nbits, d]``; a row is a sum of M codewords."""
+
+    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, nbits: int):
+        m, k, d = codebooks.shape
+        super().__init__(codes.shape[0], d)
+        self.m, self.k, self.nbits = int(m), int(k), int(nbits)
+        self.register_buffer("codes", codes.to(torch.uint8).contiguous())
+        self.register_buffer("codebooks", codebooks.float().contiguous())
+        # offsets of each codebook in the flattened [M K, d] table: a function of (M, K), not stored
+        self.register_buffer("offsets", torch.arange(self.m) * self.k, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        idx = unpack_rows(self.codes[ids.reshape(-1)], self.nbits, self.m) + self.offsets
+        flat = self.codebooks.reshape(self.m * self.k, self.embedding_dim)
+        out = nn.functional.embedding_bag(idx, flat, mode="sum")
+        return out.reshape(*ids.shape, self.embedding_dim)
+
+
+def _sample_rows(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if x.shape[0] <= n:
+        return x
+    idx = torch.randperm(x.shape[0], generator=generator(seed))[:n].sort().values.numpy()
+    return np.ascontiguousarray(x[idx])
+
+
+def _codebooks(q: Any, m: int, nbits: int, d: int) -> torch.Tensor:
+    import faiss
+
+    arr = faiss.vector_to_array(q.codebooks).reshape(m, 1 << nbits, d)
+    return torch.from_numpy(arr.copy())
+
+
+class _Additive(Method):
+    """Shared budget rule and options of ``rq`` and ``lsq``."""
+
+    default_max_m: ClassVar[int]
+    default_train_size: ClassVar[int]
+    base_options: ClassVar[dict[str, str]] = {
+        "M": "force the number of codebooks (must fit the budget)",
+        "nbits": "force the bits per code (1..8; must fit the budget)",
+        "max_M": "the most codebooks the budget rule may choose (bounds the fit time)",
+        "train_size": "training rows, a seeded subsample (every row is then encoded)",
+    }
+    option_ranges = {"M": at_least(1), "nbits": at_least(1, high=8), "max_M": at_least(1),
+                     "train_size": at_least(2)}
+
+    def _params(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        n_train = min(int(num_embeddings), self.option("train_size", self.default_train_size))
+        cap = max(1, n_train.bit_length() - 1)  # 2^nbits <= training rows
+        if "nbits" in self.options:
+            nb = self.option("nbits", 8)
+            if (1 << nb) > n_train:
+                raise UsageError(f"option nbits={nb} of method '{self.card.name}' needs >= {1 << nb} training rows, "
+                                 f"the table gives {n_train}")
+            widths = [nb]
+        else:
+            widths = list(range(min(8, cap), 0, -1))
+        max_m = self.option("max_M", self.default_max_m)
+        ms = [self.option("M", 1)] if "M" in self.options else list(range(1, max_m + 1))
+        best: tuple[int, int, int] | None = None  # (code bits, nbits, M)
+        for nb in widths:
+            fits = [m for m in ms if aq_bytes(num_embeddings, embedding_dim, m, nb) <= budget_bytes]
+            if fits:
+                cand = (max(fits) * nb, nb, max(fits))
+                if best is None or cand[:2] > best[:2]:
+                    best = cand
+        if best is None:
+            raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
+                                    min(aq_bytes(num_embeddings, embedding_dim, m, nb) for nb in widths for m in ms))
+        _, nb, m = best
+        return {"M": m, "nbits": nb, "code_bytes_per_row": aq_code_size(m, nb), "train_size": n_train,
+                **self._params()}
+
+    def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        x = np.ascontiguousarray(table.detach().float().cpu().numpy())
+        m, nb = int(config["M"]), int(config["nbits"])
+        q = self._train(_sample_rows(x, int(config["train_size"]), seed), config, seed)
+        codes = q.compute_codes(x)
+        return AdditiveEmbedding(torch.from_numpy(codes.copy()), _codebooks(q, m, nb, x.shape[1]), nb)
+
+
+RQ_NITER, RQ_BEAM = 10, 5
+
+
+@METHODS.register("rq")
+class RQ(_Additive):
+    """Residual quantisation (faiss.ResidualQuantizer, beam search); M and nbits from the budget."""
+
+    default_max_m = 64
+    default_train_size = 16384
+    card = MethodCard(
+        name="rq",
+        version=1,
+        family="quantization",
+        reference="Chen, Guan & Wang 2010, Approximate Nearest Neighbor Search by Residual Vector Quantization "
+                  "(Sensors); faiss ResidualQuantizer (beam search)",
+        modes=("posthoc",),
+        description="sum of M codewords from M full-d codebooks of 2^nbits (greedy residual stages, beam "
+                    "search); packed codes + fp32 codebooks",
+        options={**_Additive.base_options,
+                 "niter": f"k-means iterations per stage (default {RQ_NITER}, faiss' default)",
+                 "beam": f"beam size of the encoder (default {RQ_BEAM}, faiss' max_beam_size default)"},
+    )
+    option_ranges = {**_Additive.option_ranges, "niter": at_least(1), "beam": at_least(1)}
+
+    def _params(self) -> dict[str, Any]:
+        return {"niter": self.option("niter", RQ_NITER), "beam": self.option("beam", RQ_BEAM),
+                "max_M": self.option("max_M", self.default_max_m)}
+
+    def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:
+        import faiss
+
+        q = faiss.ResidualQuantizer(x.shape[1], int(config["M"]), int(config["nbits"]))
+        q.cp.seed = int(seed)
+        q.cp.niter = int(config["niter"])
+        q.cp.min_points_per_centroid = 1  # the data is the set being compressed (as pq)
+        q.max_beam_size = int(config["beam"])
+        q.verbose = False
+        q.train(x)
+        return q
+
+
+LSQ_TRAIN_ITERS, LSQ_ENCODE_ILS = 10, 8
+
+
+@METHODS.register("lsq")
+class LSQ(_Additive):
+    """Local-search quantisation (faiss.LocalSearchQuantizer, LSQ++); M and nbits from the budget."""
+
+    default_max_m = 32
+    default_train_size = 8192
+    card = MethodCard(
+        name="lsq",
+        version=1,
+        family="quantization",
+        reference="Martinez et al. 2018, LSQ++: Lower running time and higher recall in multi-codebook "
+                  "quantization (ECCV); faiss LocalSearchQuantizer",
+        modes=("posthoc",),
+        description="sum of M codewords from M full-d codebooks of 2^nbits (joint codebooks, ICM encoding); "
+                    "packed codes + fp32 codebooks",
+        options={**_Additive.base_options,
+                 "train_iters": f"codebook/code alternations (default {LSQ_TRAIN_ITERS}; faiss: 25)",
+                 "encode_ils_iters": f"ILS iterations when encoding the table (default {LSQ_ENCODE_ILS}; faiss: 16)"},
+    )
+    option_ranges = {**_Additive.option_ranges, "train_iters": at_least(1), "encode_ils_iters": at_least(1)}
+
+    def _params(self) -> dict[str, Any]:
+        return {"train_iters": self.option("train_iters", LSQ_TRAIN_ITERS),
+                "encode_ils_iters": self.option("encode_ils_iters", LSQ_ENCODE_ILS),
+                "max_M": self.option("max_M", self.default_max_m)}
+
+    def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:
+        import faiss
+
+        q = faiss.LocalSearchQuantizer(x.shape[1], int(config["M"]), int(config["nbits"]))
+        q.random_seed = int(seed)
+        q.train_iters = int(config["train_iters"])
+        q.encode_ils_iters = int(config["encode_ils_iters"])
+        q.verbose = False
+        q.train(x)
+        return q
