@@ -437,3 +437,11 @@ def test_a_page_that_would_mix_identities_is_refused() -> None:
     recs = [_train("dense", 1, 0.85), _train("hashing", 10, 0.80, width=128)]
     with pytest.raises(ValueError, match="mixes identities"):
         build_leaderboards(aggregate(to_frame(recs)))
+
+
+def test_a_failed_cell_without_a_reference_size_does_not_break_the_plots() -> None:
+    """A failed record that never reached the table has 0 reference and allowed bytes; the page still renders."""
+    recs = synthetic_records() + [make_record("quant-int4", 2, None, status="failed", error="worker died")]
+    recs[-1].budget.reference_bytes = recs[-1].budget.allowed_bytes = 0
+    files = render_report(recs)
+    assert files["posthoc/stsb/cpu-1t.bytes.png"].startswith(b"\x89PNG")

@@ -117,7 +117,8 @@ def plot_bytes(board: Leaderboard, styles: dict[str, tuple[str, str]]) -> bytes 
     with matplotlib.style.context("default"), matplotlib.rc_context(RC):
         fig, ax = _new_axes()
         ax.set_xscale("log")
-        allowed = sorted({(c["allowed_bytes"], c["budget"]) for c in board.rows()})
+        # a failed cell that never reached the table has no allowed bytes (0): no budget line for it
+        allowed = sorted({(c["allowed_bytes"], c["budget"]) for c in board.rows() if c["allowed_bytes"]})
         xs_all = [c["stored_bytes"] for c in cells] + [a for a, _ in allowed]
         lo, hi = min(xs_all) / 1.6, max(xs_all) * 1.6
         for a, spec in allowed:
