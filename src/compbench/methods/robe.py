@@ -62,23 +62,26 @@ class ROBEEmbedding(CompressedEmbedding):
         # (a, b, c) of the location hash and (a', b', c'') of the sign hash: functions of the seed, 0 bytes
         self.register_buffer("hash_params", hash_params.long(), persistent=False)
         j = torch.arange(embedding_dim, dtype=torch.int64)
-        self.register_buffer("chunk", j // self.block_size, persistent=False)
+        nchunks = -(-int(embedding_dim) // self.block_size)
+        self.register_buffer("chunks", torch.arange(nchunks, dtype=torch.int64), persistent=False)
         self.register_buffer("within", j % self.block_size, persistent=False)
-        self.register_buffer("dims", j, persistent=False)
+        # (c'' j) mod p of the sign hash, so a lookup adds it to (a' x + b') mod p without another division
+        self.register_buffer("sign_offsets", (self.hash_params[5] * j) % MERSENNE_PRIME, persistent=False)
 
     def locations(self, ids: torch.Tensor) -> torch.Tensor:
         """Array slot of every value: ``[..., d]`` int64 (exact: ``a x < 2^62``)."""
         a, b, c = self.hash_params[0], self.hash_params[1], self.hash_params[2]
         x = ids.long().unsqueeze(-1)
-        start = ((a * x + c * self.chunk + b) % MERSENNE_PRIME) % self.size
-        return (start + self.within) % self.size
+        start = ((a * x + c * self.chunks + b) % MERSENNE_PRIME) % self.size  # one offset per chunk
+        loc = start.repeat_interleave(self.block_size, dim=-1)[..., : self.embedding_dim] + self.within
+        return torch.where(loc >= self.size, loc - self.size, loc)  # circular: start < m and within < Z <= m
 
     def signs(self, ids: torch.Tensor) -> torch.Tensor:
-        """``+1 / -1`` of every value: ``[..., d]``."""
-        a, b, c = self.hash_params[3], self.hash_params[4], self.hash_params[5]
-        x = ids.long().unsqueeze(-1)
-        bit = ((a * x + c * self.dims + b) % MERSENNE_PRIME) % 2
-        return (1 - 2 * bit).to(self.array.dtype)
+        """``+1 / -1`` of every value: ``[..., d]``; ``((a' x + c'' j + b') mod p) mod 2``."""
+        a, b = self.hash_params[3], self.hash_params[4]
+        h = (a * ids.long().unsqueeze(-1) + b) % MERSENNE_PRIME + self.sign_offsets
+        h = torch.where(h >= MERSENNE_PRIME, h - MERSENNE_PRIME, h)
+        return (1 - 2 * (h & 1)).to(self.array.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
