@@ -12,7 +12,9 @@ injection through environment variables (inherited by worker processes):
 - ``COMPBENCH_FAKE_DIE_IN_WRITE``: a method name: the process SIGKILLs itself half-way through
   writing that method's record (after the temp file got half of the JSON);
 - ``COMPBENCH_FAKE_SHIFT``: a float added to every main score (regression injection);
-- ``COMPBENCH_FAKE_OOM_ABOVE``: raise ``torch.cuda.OutOfMemoryError`` when the evaluation batch is larger.
+- ``COMPBENCH_FAKE_OOM_ABOVE``: raise ``torch.cuda.OutOfMemoryError`` when the evaluation batch is larger;
+- ``COMPBENCH_FAKE_FUTURE_RECORD``: a method name: its worker writes a record this code cannot validate (as a
+  worker running newer code than its sweep would).
 """
 
 from __future__ import annotations
@@ -103,6 +105,15 @@ _original_write = ResultStore.write
 
 
 def _write(self: ResultStore, record: Record) -> Any:
+    if os.environ.get("COMPBENCH_FAKE_FUTURE_RECORD") == record.method.name:  # a record from newer code
+        import json
+
+        path = self.path_for(record.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = json.loads(to_json(record))
+        doc["field_from_a_newer_compbench"] = 1
+        path.write_text(json.dumps(doc))
+        return path
     if os.environ.get("COMPBENCH_FAKE_DIE_IN_WRITE") == record.method.name and record.status != "failed":
         path = self.path_for(record.key)
         path.parent.mkdir(parents=True, exist_ok=True)

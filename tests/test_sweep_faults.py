@@ -193,3 +193,14 @@ def test_two_sweeps_into_the_same_folder(tmp_path: Path, suite: Path) -> None:
     assert set(recs) == expected
     assert recs["posthoc/fidelity/quant-fp16/8x/cpu-1t-s0"].status == "skipped"
     assert not list(results.rglob(".*.tmp"))
+
+
+def test_a_record_the_sweep_cannot_read_is_kept_not_replaced_by_a_failure(tmp_path: Path, suite: Path) -> None:
+    """A worker running other code than its sweep writes a record the sweep cannot validate: the sweep reports the
+    cell as failed but keeps the worker's file (a result is never replaced by a failure)."""
+    results = tmp_path / "r"
+    res = subprocess.run(_cmd(suite, results, "--json"), capture_output=True, text=True, timeout=300,
+                         env=_env(COMPBENCH_FAKE_FUTURE_RECORD="svd"))
+    assert res.returncode == 1 and "cannot read" in res.stderr and "was kept" in res.stderr
+    doc = json.loads((results / "posthoc/fidelity/svd/8x/cpu-1t-s0.json").read_text())
+    assert doc["status"] == "ok" and doc["field_from_a_newer_compbench"] == 1

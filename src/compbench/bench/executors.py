@@ -34,7 +34,7 @@ from typing import Any
 
 from compbench.bench.record import Record, to_json
 from compbench.bench.store import ResultStore
-from compbench.errors import RecordError, UsageError
+from compbench.errors import RecordError, UsageError, first_line
 
 OnDone = Callable[[Any, Record, float], None]
 OnStart = Callable[[Any], None]
@@ -152,12 +152,19 @@ class LocalExecutor:
         rc = p.returncode
         path = store.path_for(cell.key)
         fresh = path.is_file() and path.stat().st_mtime_ns >= start_ns
+        unreadable: str | None = None
         if fresh:
             try:
                 return store.read(cell.key)  # written by the worker (even if it crashed while exiting)
-            except RecordError:
-                pass
+            except RecordError as exc:
+                unreadable = str(exc)
         tail = _tail(log)
+        if unreadable is not None and rc == 0:
+            # the worker wrote its record atomically, but this process cannot validate it (typically the code
+            # changed while the sweep ran): keep the worker's file, never replace a result by a failure
+            return outcome_record(cell.config, "failed", f"the worker wrote {path}, which this sweep cannot read "
+                                  f"({first_line(unreadable)}); was compbench changed during the sweep? The file "
+                                  "was kept", key=cell.key, measurements={"worker_output_tail": tail})
         timed_out = self.cell_timeout is not None and seconds > self.cell_timeout
         if timed_out:
             error = f"timed out after {self.cell_timeout:g} s (--cell-timeout); the worker was stopped"
