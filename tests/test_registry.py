@@ -65,10 +65,13 @@ NON_NUMERIC_OPTIONS = {
     "fourier-mlp": {"mlp"},
     "hashing": {"signed"},
     "lowrank": {"init"},
+    "opq": {"codebook_dtype"},
     "pep": {"threshold_type"},
+    "pq": {"codebook_dtype"},
     "qr": {"op"},
     "quant-fp8": {"scale"},
     "robe": {"signed"},
+    "svd": {"dtype"},
 }
 
 
