@@ -36,15 +36,20 @@ def pack_rows(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack_rows(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_rows`: uint8 ``[..., ceil(n bits / 8)]`` -> long codes ``[..., n]``."""
+    """Inverse of :func:`pack_rows`: uint8 ``[..., ceil(n bits / 8)]`` -> long codes ``[..., n]``.
+
+    Widths other than 1, 2, 4, 8 gather the (at most 3) bytes each code spans and shift: no bit expansion."""
     bits = int(bits)
     if bits in (1, 2, 4, 8):
         return unpack(packed, bits, n).long()
-    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
-    stream = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(*packed.shape[:-1], -1)[..., : n * bits]
-    stream = stream.reshape(*packed.shape[:-1], n, bits).long()
-    weights = torch.ones(bits, dtype=torch.long, device=packed.device) << torch.arange(bits, device=packed.device)
-    return (stream * weights).sum(-1)
+    pos = torch.arange(n, device=packed.device) * bits
+    first, shift = pos >> 3, pos & 7
+    last = packed.shape[-1] - 1
+    val = torch.zeros(*packed.shape[:-1], n, dtype=torch.long, device=packed.device)
+    for j in range((bits + 7 + 7) // 8):  # bytes a code can span
+        # clamping is safe: a byte past the end only holds bits above the code (masked below)
+        val |= packed.index_select(-1, (first + j).clamp_max(last)).long() << (8 * j)
+    return (val >> shift) & ((1 << bits) - 1)
 
 
 def row_bytes(n: int, bits: int) -> int:
