@@ -30,6 +30,7 @@ _BUILTIN = {
     "rabitq": "compbench.methods.rabitq:RaBitQ",
     "rq": "compbench.methods.additive:RQ",
     "lsq": "compbench.methods.additive:LSQ",
+    "tiered": "compbench.methods.tiered:Tiered",
     "pq": "compbench.methods.pq:PQ",
     "opq": "compbench.methods.pq:OPQ",
     "kmeans": "compbench.methods.kmeans:KMeans",

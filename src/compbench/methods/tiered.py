@@ -1,0 +1,383 @@
+"""``tiered``: frequency-aware allocation -- frequent tokens get more bytes per row than rare ones.
+
+Rows are grouped into tiers by token frequency in a shipped calibration corpus, and each tier is compressed
+by a base codec (``-o base=pq`` by default; any posthoc method by name) with a budget of its own, chosen to
+maximise a frequency-weighted reconstruction score of the table itself under the total budget. The idea is
+old (frequency-dependent widths: mixed-dimension embeddings, Ginart et al. ISIT 2021; frequency-aware
+quantisation budgets in recommender tables); here the per-tier codec is unchanged and only its budget moves.
+
+**Frequencies.** For a table of the shipped counts' vocabulary size (MiniLM's WordPiece, 30,522 rows), the
+counts of ``compbench.bench.measure.load_token_frequencies()``: the train splits of the shipped datasets
+(never a test split; sha256 and source are put in the config). Other tables (GloVe, whose rows are sorted
+by frequency; the conformance tests' tiny tables) use the Zipf law over row order, count ~ 1 / (row + 1)
+(``-o frequencies=row-order``); ``-o frequencies=corpus`` insists on the shipped counts.
+
+**Tiers.** The seen rows, sorted by decreasing count, are split once: the top tier is the fewest rows that
+cover a mass ``m`` of the corpus tokens, the second tier the other seen rows. Rows never seen in the corpus
+share one code (``unseen=shared``, default: one fp32 vector, their mean); ``unseen=rest`` puts them in the
+second tier instead.
+
+**Stored** (all counted by the harness):
+
+- each tier's base-codec module (``tiers.<t>.*``);
+- the tier map: the tier id of every row packed at ``ceil(log2 T)`` bits (``tier_ids``, one row of bytes per
+  block of 64 rows), and a rank
+  directory (``rank_dir``: for every block of 64 rows and every tier, the rows of that tier before the block;
+  int16 when V < 32768, else int32). A row's index in its tier is its block's entry plus the rows of the same
+  tier before it in the block, so the row -> (tier, index in tier) map costs ~``V ceil(log2 T) / 8 + 2 T V / 64``
+  bytes instead of ``V log2 V / 8``;
+- ``shared``: the shared code of unseen rows (``d`` fp32), when any;
+- ``plan``: int32 ``[tiers, 3]`` = (rows, budget, nbits override or 0) of each tier -- what the search chose.
+  A module loading a state_dict with another plan rebuilds its tier modules to that plan first, so the
+  state_dict alone (with the method's options) determines the module.
+
+**Search** (``compress``, on the table itself; never on evaluation data). The score of a candidate is the
+weighted mean row cosine between the table and its reconstruction, with weights ``count^alpha`` over the
+seen rows (``alpha`` = 0.5 by default; ``alpha = 1`` is the plain frequency weighting). The grid, listed by
+``configure`` (only the candidates whose every tier can be configured):
+
+- ``mass`` m in {0.8, 0.85, 0.9}: the top tier (MiniLM: 1,278, 2,201, 3,895 rows);
+- ``share`` s in {0.2, 0.3}: the top tier's budget is ``s`` times what the tier map and shared code leave;
+  the second tier gets the rest;
+- per tier, when the base codec has an ``nbits`` option (pq, opq, rq, lsq): its own rule, and ``nbits`` = 6,
+  5 and 4 (PQ's rule takes 8-bit codebooks first, 393 KB at d = 384, a third of the 40x budget, which a
+  2,000-row tier does not need; and ``M`` must divide ``d``, so a lower ``nbits`` often packs more code bits
+  into a tier's budget). The best variant of each tier is kept (the score is a sum over tiers).
+
+So 3 x 2 x 2 x 4 = 48 fits, each of the final kind (no refit), every one seeded with the run seed: 58 s on
+MiniLM at 40x on one thread. There it picks 2,201 head rows (85% of the tokens) at 5-bit PQ, M = 192
+(120 B/row), and the other 23,859 seen rows at 4-bit PQ, M = 64 (32 B/row); 4,462 unseen rows share one code
+(1,113,389 B, 42.1x).
+``alpha`` was chosen on STS-B *validation* pairs: over seven two-tier PQ plans at 40x, the ranking by the
+``alpha = 0.5`` score agreed best with the validation Spearman (``alpha = 1`` ranked a plan with 8-bit
+codebooks in the head and 4-bit in the tail first, although its validation score was the second worst).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compbench.errors import UnattainableBudgetError, UsageError
+from compbench.methods import METHODS
+from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.bitstring import pack_rows, unpack_rows
+from compbench.methods.options import non_negative
+
+BLOCK = 64
+MASSES = (0.8, 0.85, 0.9)
+SHARES = (0.2, 0.3)
+NBITS_VARIANTS = (6, 5, 4)
+DEFAULT_ALPHA = 0.5
+FREQUENCIES = ("auto", "corpus", "row-order")
+UNSEEN = ("shared", "rest")
+
+
+# -- frequencies -------------------------------------------------------------------------------------
+def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-row counts (float64 ``[V]``) and where they come from (recorded in the config)."""
+    from compbench.bench.measure import load_token_frequencies
+
+    if mode in ("auto", "corpus"):
+        freq = load_token_frequencies()
+        if freq.vocab_size == num_embeddings:
+            return freq.counts.astype(np.float64), {
+                "kind": "corpus", "source": freq.source, "sha256": freq.sha256,
+                "total_tokens": int(freq.total_tokens), "seen_rows": int((freq.counts > 0).sum())}
+        if mode == "corpus":
+            raise UsageError(f"method 'tiered': the shipped token counts cover {freq.vocab_size} rows, the table has "
+                             f"{num_embeddings}; use -o frequencies=row-order")
+    counts = 1.0 / np.arange(1, num_embeddings + 1, dtype=np.float64)
+    return counts, {"kind": "row-order", "law": "count ~ 1 / (row + 1)", "source": None, "sha256": None}
+
+
+def tier_sizes(counts: np.ndarray, masses: tuple[float, ...]) -> list[tuple[float, int]]:
+    """(mass, top-tier size) pairs: the fewest seen rows covering each mass (in 1 .. seen - 1, sizes deduplicated)."""
+    seen = np.sort(counts[counts > 0])[::-1]
+    if seen.size < 2:
+        return []
+    cum = np.cumsum(seen) / seen.sum()
+    out: list[tuple[float, int]] = []
+    for m in masses:
+        k = int(np.searchsorted(cum, m - 1e-12)) + 1
+        k = min(max(k, 1), seen.size - 1)
+        if k not in [size for _, size in out]:
+            out.append((m, k))
+    return out
+
+
+def map_bytes(num_embeddings: int, n_tiers: int) -> int:
+    """Bytes of the tier map: packed tier ids + the rank directory."""
+    bits = max(1, (n_tiers - 1).bit_length())
+    blocks = -(-num_embeddings // BLOCK)
+    width = 2 if num_embeddings < 32768 else 4
+    return blocks * (BLOCK * bits // 8) + blocks * n_tiers * width
+
+
+class TieredEmbedding(CompressedEmbedding):
+    """Tier modules + packed tier ids + rank directory (+ a shared code for unseen rows) + the plan."""
+
+    def __init__(self, tiers: list[nn.Module], tier_of: torch.Tensor, shared: torch.Tensor | None,
+                 plan: torch.Tensor, dim: int, *, base: str, base_options: dict[str, Any], seed: int):
+        super().__init__(int(tier_of.shape[0]), int(dim))
+        self.base, self.base_options, self.seed = str(base), dict(base_options), int(seed)
+        self.n_coded = len(tiers)  # tiers with a module; tier id n_coded = the shared code
+        self.n_ids = self.n_coded + (1 if shared is not None else 0)
+        self.id_bits = max(1, (self.n_ids - 1).bit_length())
+        self.tiers = nn.ModuleList(tiers)
+        v = self.num_embeddings
+        blocks = -(-v // BLOCK)
+        padded = torch.full((blocks * BLOCK,), -1, dtype=torch.long)
+        padded[:v] = tier_of.long()
+        # tier ids packed per block of 64 rows (the pad of the last block reads as tier 0 and is never counted)
+        self.register_buffer("tier_ids", pack_rows(padded.clamp_min(0).reshape(blocks, BLOCK), self.id_bits))
+        per_block = torch.stack([(padded.reshape(blocks, BLOCK) == t).sum(1) for t in range(self.n_ids)], 1)
+        before = torch.cumsum(per_block, 0) - per_block
+        self.register_buffer("rank_dir", before.to(torch.int16 if v < 32768 else torch.int32).contiguous())
+        self.has_shared = shared is not None
+        if shared is not None:
+            self.register_buffer("shared", shared.float().reshape(-1).contiguous())
+        self.register_buffer("plan", plan.to(torch.int32).contiguous())
+        self.register_buffer("offsets", torch.arange(BLOCK), persistent=False)
+
+    def locate(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tier id, index in tier) of every id (flat long tensors): the id's block of tier ids is unpacked,
+        and the index is the block's rank-directory entry plus the same-tier rows before the id in the block."""
+        flat = ids.reshape(-1).long()
+        block, offset = flat // BLOCK, flat % BLOCK
+        neighbours = unpack_rows(self.tier_ids[block], self.id_bits, BLOCK)  # [n, 64]
+        tier = neighbours.gather(1, offset.unsqueeze(1)).squeeze(1)
+        before = (self.offsets < offset.unsqueeze(1)) & (neighbours == tier.unsqueeze(1))
+        slot = self.rank_dir[block].long().gather(1, tier.unsqueeze(1)).squeeze(1) + before.sum(1)
+        return tier, slot
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tier, slot = self.locate(ids)
+        out = torch.zeros(tier.shape[0], self.embedding_dim, device=self.tier_ids.device)
+        for t, module in enumerate(self.tiers):
+            sel = tier == t
+            if bool(sel.any()):
+                out[sel] = module(slot[sel]).float()
+        if self.has_shared:
+            out[tier == self.n_coded] = self.shared
+        return out.reshape(*ids.shape, self.embedding_dim)
+
+    # -- a state_dict with another plan rebuilds the tier modules first -------------------------------
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        plan = state_dict.get(prefix + "plan")
+        if isinstance(plan, torch.Tensor) and (plan.shape != self.plan.shape or not torch.equal(plan.to(self.plan),
+                                                                                                self.plan)):
+            self.tiers = nn.ModuleList(_shells(self.base, self.base_options, plan, self.embedding_dim, self.seed))
+            self.n_coded = len(self.tiers)
+            for name in ("tier_ids", "rank_dir", "plan"):
+                incoming = state_dict.get(prefix + name)
+                if isinstance(incoming, torch.Tensor):
+                    self._buffers[name] = torch.empty_like(incoming)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def _tier_method(base: str, base_options: Mapping[str, Any], nbits: int) -> Method:
+    from compbench.methods import get_method
+
+    opts = dict(base_options)
+    if nbits:
+        opts["nbits"] = nbits
+    return get_method(base, **opts)
+
+
+def _shells(base: str, base_options: Mapping[str, Any], plan: torch.Tensor, d: int, seed: int) -> list[nn.Module]:
+    """Tier modules of the right structure for ``plan`` (fitted on a seeded stand-in table; values get loaded)."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = []
+    for rows, budget, nbits in plan.tolist():
+        m = _tier_method(base, base_options, int(nbits))
+        cfg = m.configure(int(rows), d, int(budget))
+        out.append(m.compress(torch.randn(int(rows), d, generator=g) * 0.05, cfg, seed=seed))
+    return out
+
+
+def _weighted_score(x: torch.Tensor, y: torch.Tensor, w: np.ndarray) -> float:
+    cos = nn.functional.cosine_similarity(x.float(), y.float(), dim=1, eps=1e-12).double().numpy()
+    return float((cos * w).sum())
+
+
+@METHODS.register("tiered")
+class Tiered(Method):
+    """Frequency tiers (shipped calibration corpus), each compressed by a base codec at a searched budget."""
+
+    card = MethodCard(
+        name="tiered",
+        version=1,
+        family="frequency-aware",
+        reference="frequency-aware allocation (cf. Ginart et al. 2021, Mixed Dimension Embeddings, ISIT); "
+                  "per-tier base codec (default pq: Jegou et al. 2011, faiss)",
+        modes=("posthoc",),
+        description="rows tiered by calibration-corpus frequency; each tier coded by a base codec at a budget "
+                    "searched on the table (weighted row cosine); tier map counted",
+        options={
+            "base": "the per-tier codec: any posthoc method (default pq)",
+            "alpha": f"score weights count^alpha (default {DEFAULT_ALPHA}; 1 = plain frequency)",
+            "frequencies": "auto (default: shipped counts when the vocabulary matches, else row order) | corpus | "
+                           "row-order",
+            "unseen": "shared (default: rows never seen share one fp32 code) | rest (they join the second tier)",
+        },
+    )
+    option_ranges = {"alpha": non_negative()}
+
+    # -- options -----------------------------------------------------------------------------------------
+    def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = str(self.options.get(key, allowed[0]))
+        if value not in allowed:
+            raise UsageError(f"option {key}={value!r} of method 'tiered' must be one of {', '.join(allowed)}")
+        return value
+
+    def _base(self) -> tuple[str, Method]:
+        from compbench.methods import get_method
+
+        name = str(self.options.get("base", "pq"))
+        if name == "tiered" or "+" in name:
+            raise UsageError(f"option base={name!r} of method 'tiered' must be a plain posthoc method")
+        method = get_method(name)
+        if "posthoc" not in method.card.modes:
+            raise UsageError(f"option base={name!r} of method 'tiered': '{name}' has no posthoc mode")
+        return name, method
+
+    # -- the candidate grid (table-free) ---------------------------------------------------------------
+    def _layout(self, num_embeddings: int) -> tuple[np.ndarray, dict[str, Any], list[int], int]:
+        counts, source = row_counts(num_embeddings, self._choice("frequencies", FREQUENCIES))
+        unseen = int((counts <= 0).sum())
+        shared = unseen > 0 and self._choice("unseen", UNSEEN) == "shared"
+        return counts, source, tier_sizes(counts, MASSES), (unseen if shared else 0)
+
+    def _grid(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        """The candidate plans that fit ``budget_bytes`` (possibly none) and what they were derived from."""
+        base_name, base = self._base()
+        counts, source, sizes, n_shared = self._layout(num_embeddings)
+        coded_rows = num_embeddings - n_shared
+        n_ids = 2 + (1 if n_shared else 0)
+        overhead = map_bytes(num_embeddings, n_ids) + 3 * 4 * 2 + (4 * embedding_dim if n_shared else 0)
+        variants = [0, *NBITS_VARIANTS] if "nbits" in base.card.options else [0]
+        avail = budget_bytes - overhead
+        candidates: list[dict[str, Any]] = []
+        for mass, k in sizes:
+            rows = (k, coded_rows - k)
+            for share in SHARES:
+                budgets = (int(avail * share), avail - int(avail * share)) if avail > 0 else (0, 0)
+                tiers = []
+                for r, b in zip(rows, budgets, strict=True):
+                    ok = [nb for nb in variants if self._fits(base_name, r, embedding_dim, b, nb)]
+                    if not ok:
+                        break
+                    tiers.append({"rows": r, "budget": b, "nbits_variants": ok})
+                else:
+                    candidates.append({"mass": mass, "top_rows": k, "share": share, "tiers": tiers})
+        return {"base": base_name, "variants": variants, "sizes": sizes, "coded_rows": coded_rows,
+                "overhead": overhead, "source": source, "seen_rows": int((counts > 0).sum()),
+                "shared_rows": n_shared, "n_ids": n_ids, "candidates": candidates}
+
+    def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
+        grid = self._grid(num_embeddings, embedding_dim, budget_bytes)
+        if not grid["candidates"]:
+            if not grid["sizes"]:
+                raise UsageError("method 'tiered' needs at least two rows with a non-zero frequency")
+            raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
+                                    self._smallest(num_embeddings, embedding_dim, budget_bytes, grid))
+        return {"base": grid["base"], "alpha": float(self.option("alpha", DEFAULT_ALPHA)),
+                "frequencies": grid["source"], "seen_rows": grid["seen_rows"], "shared_rows": grid["shared_rows"],
+                "unseen": self._choice("unseen", UNSEEN), "map_bytes": map_bytes(num_embeddings, grid["n_ids"]),
+                "block": BLOCK, "candidates": grid["candidates"]}
+
+    def _smallest(self, v: int, d: int, budget_bytes: int, grid: dict[str, Any]) -> int:
+        """The smallest budget some candidate meets: a lower bound from each tier's minimum, then upwards."""
+        bounds = []
+        for _, k in grid["sizes"]:
+            top, rest = (self._min_bytes(grid["base"], r, d, grid["variants"]) for r in (k, grid["coded_rows"] - k))
+            bounds += [grid["overhead"] + max(math.ceil(top / s), math.ceil(rest / (1 - s))) for s in SHARES]
+        need = max(min(bounds), budget_bytes + 1)
+        for _ in range(5000):
+            if self._grid(v, d, need)["candidates"]:
+                return need
+            need = max(need + 1, int(need * 1.001))
+        return need  # pragma: no cover - the bounds above are tight in practice
+
+    def _fits(self, base: str, rows: int, d: int, budget: int, nbits: int) -> bool:
+        if rows < 1 or budget < 1:
+            return False
+        try:
+            _tier_method(base, {}, nbits).configure(rows, d, budget)
+            return True
+        except (UnattainableBudgetError, UsageError):
+            return False
+
+    def _min_bytes(self, base: str, rows: int, d: int, variants: list[int]) -> int:
+        best = None
+        for nb in variants:
+            try:
+                _tier_method(base, {}, nb).configure(rows, d, 1)
+                need = 1
+            except UnattainableBudgetError as exc:
+                need = exc.min_bytes
+            except UsageError:
+                continue
+            best = need if best is None else min(best, need)
+        return int(best if best is not None else 10**15)
+
+    # -- the search (on the table) -----------------------------------------------------------------------
+    def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        v, d = table.shape
+        x = table.detach().float().cpu()
+        counts, _, _, n_shared = self._layout(v)
+        order = np.argsort(-counts, kind="stable")
+        if n_shared:
+            seen_order = order[counts[order] > 0]
+            shared_rows = np.sort(order[counts[order] <= 0])
+        else:
+            seen_order, shared_rows = order, np.zeros(0, dtype=np.int64)
+        weights = np.where(counts > 0, np.power(np.maximum(counts, 0), float(config["alpha"])), 0.0)
+        base = str(config["base"])
+        cache: dict[tuple[Any, ...], tuple[float, nn.Module, int]] = {}
+
+        def fit(rows: np.ndarray, budget: int, nbits: int) -> tuple[float, nn.Module, int]:
+            key = (int(rows[0]), rows.size, budget, nbits)
+            if key not in cache:
+                m = _tier_method(base, {}, nbits)
+                sub = x[torch.from_numpy(rows)]
+                module = m.compress(sub, m.configure(rows.size, d, budget), seed=seed).eval()
+                with torch.no_grad():
+                    score = _weighted_score(module.materialize(), sub, weights[rows])
+                cache[key] = (score, module, nbits)
+            return cache[key]
+
+        best: tuple[float, Any] | None = None
+        for cand in config["candidates"]:
+            k = int(cand["top_rows"])
+            groups = [np.sort(seen_order[:k]), np.sort(seen_order[k:])]
+            chosen = []
+            for rows, tier in zip(groups, cand["tiers"], strict=True):
+                options = [fit(rows, int(tier["budget"]), int(nb)) for nb in tier["nbits_variants"]]
+                chosen.append(max(options, key=lambda o: o[0]))
+            score = sum(c[0] for c in chosen)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, (cand, groups, chosen))
+        assert best is not None
+        score, (cand, groups, chosen) = best
+        tier_of = torch.full((v,), len(groups), dtype=torch.long)
+        for t, rows in enumerate(groups):
+            tier_of[torch.from_numpy(rows)] = t
+        shared = x[torch.from_numpy(shared_rows)].mean(0) if n_shared else None
+        plan = torch.tensor([[rows.size, int(tier["budget"]), c[2]] for rows, tier, c in
+                             zip(groups, cand["tiers"], chosen, strict=True)], dtype=torch.int32)
+        module = TieredEmbedding([c[1] for c in chosen], tier_of, shared, plan, d, base=base, base_options={},
+                                 seed=seed)
+        module.fitted = {"top_rows": int(cand["top_rows"]), "share": float(cand["share"]),
+                         "score": round(float(score / max(weights.sum(), 1e-300)), 6),
+                         "tiers": [[int(r), int(b), int(nb)] for r, b, nb in plan.tolist()],
+                         "fits": len(cache)}
+        return module
