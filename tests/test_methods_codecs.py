@@ -377,3 +377,15 @@ def test_tiered_search_fits_budget_and_round_trips(tiny_table) -> None:
     assert torch.equal(other.plan, mod.plan)
     with pytest.raises(UsageError, match="plain posthoc"):
         get_method("tiered", base="tiered").configure(V, D, budget)
+
+
+# -- tuning spaces -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pca", "rabitq", "tiered", "pca+quant"])
+def test_tuning_spaces_are_small_and_configurable(name: str) -> None:
+    method = composed_method(name) if "+" in name else get_method(name)
+    space = method.tuning_space(MINILM_V, MINILM_D, _budget("10x"))
+    assert space[0] == {} and 1 < len(space) <= 12
+    for cand in space:
+        opts = {**method.options, **cand}
+        m = composed_method(name, **opts) if "+" in name else get_method(name, **opts)
+        m.configure(MINILM_V, MINILM_D, _budget("10x"))

@@ -44,6 +44,7 @@ from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import OptionRange
 
 REDUCERS = ("svd", "pca")
+SPLITS = (0.02, 0.05, 0.1, 0.2, 0.3)  # the tuning space's budget splits
 FACTOR_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _REDUCER_OWN = ("rank", "dtype")  # set by the composition: the rank from the split, fp32 coefficients for B
 _ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
@@ -133,6 +134,11 @@ class ComposedMethod(Method):
         self.option_ranges = {"split": OptionRange(float, 0, 1, min_open=True, auto=0)}  # type: ignore[misc]
         options = {k: v for k, v in options.items() if v is not None}
         super().__init__(**options)
+
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: the budget split (automatic by default, then A's kept parts
+        capped at 2%, 5%, 10%, 20% or 30% of the budget) and fp16 kept factors."""
+        return [{}, *({"split": s} for s in SPLITS), {"factor_dtype": "float16"}]
 
     # -- budget -----------------------------------------------------------------------------------
     def _dtype(self) -> str:

@@ -103,6 +103,11 @@ class PCA(Method):
     )
     option_ranges = {"rank": at_least(1)}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: fp32 factors (default) and fp16 factors at about twice
+        the rank (as ``svd``)."""
+        return [{}, {"dtype": "float16"}]
+
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         dtype = dtype_option(self)
         s = DTYPES[dtype].itemsize

@@ -149,6 +149,11 @@ class RaBitQ(Method):
     )
     option_ranges = {"nb_bits": at_least(1, high=MAX_BITS)}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: faiss' inner-product estimator (default) and the
+        least-squares length; the codes and bytes are the same, only the decoded norms differ."""
+        return [{}, {"decode": "least-squares"}]
+
     def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = str(self.options.get(key, allowed[0]))
         if value not in allowed:

@@ -231,6 +231,11 @@ class Tiered(Method):
     )
     option_ranges = {"alpha": non_negative()}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: the score's weights (``alpha`` 0.5 by default, 1 = plain
+        frequency, 0.25) and unseen rows in the second tier instead of one shared code."""
+        return [{}, {"alpha": 1.0}, {"alpha": 0.25}, {"unseen": "rest"}]
+
     # -- options -----------------------------------------------------------------------------------------
     def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = str(self.options.get(key, allowed[0]))
