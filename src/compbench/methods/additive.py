@@ -19,20 +19,22 @@ codeword per codebook (``embedding_bag``), which equals faiss' ``decode`` (teste
 Budget rule: every ``nbits`` in 1..8 (with ``2^nbits <=`` training rows) and ``M`` in 1..``max_M`` that fit;
 the pair with the most code bits per row ``M nbits`` wins, ties to the larger ``nbits``. Full-dimensional
 codebooks are expensive on a 30k-row table (one 8-bit codebook of 384-d is 393 KB, a third of the 40x budget),
-so small codebooks with many stages win: on MiniLM, ``rq`` takes 64 x 5 bits at 10x (10.7x), 29 x 4 bits at
-40x (40.1x) and 32 x 2 bits at 100x (106x); ``lsq`` (``max_M`` 32) 32 x 6 bits at 10x (12.1x), 29 x 4 at 40x,
-32 x 2 at 100x. ``-o M= / -o nbits=`` force either (they must fit).
+so small codebooks with many stages win: on MiniLM, ``rq`` takes 64 x 5 bits at 10x (10.7x), 48 x 3 bits at
+40x (41.2x) and 32 x 2 bits at 100x (106x); ``lsq`` (``max_M`` 32) 32 x 6 bits at 10x (12.1x), 29 x 4 at 40x
+(40.1x), 32 x 2 at 100x. ``-o M= / -o nbits=`` force either (they must fit).
 
-Training parameters and their cost (MiniLM, 1 thread; all overridable with ``-o``):
+Training parameters and their cost (MiniLM, 1 thread, a 2-core machine shared with other jobs; all overridable
+with ``-o``):
 
 - ``rq``: trained on ``train_size`` = 16384 rows (a seeded subsample; every row is then encoded),
   ``niter`` = 10 k-means iterations per stage (faiss' default), ``beam`` = 5 (faiss' ``max_beam_size``
-  default). ``max_M`` = 64 bounds the stages. Measured: 64 x 5 bits (10x) trains in 90 s and encodes in
-  14 s, mean row cosine 0.841; 29 x 4 bits (40x, all rows) 47 + 4 s, 0.669; 32 x 2 (100x) 46 + 11 s, 0.539.
+  default). ``max_M`` = 64 bounds the stages. Measured mean row cosine and fit time: 10x (64 x 5 bits) 0.841,
+  ~105 s; 40x (48 x 3 bits) 0.680, 50 s (``compbench run --method rq --budget 40x --task fidelity``);
+  100x (32 x 2 bits) 0.539, ~57 s.
 - ``lsq``: ``train_size`` = 8192 rows, ``train_iters`` = 10 (faiss: 25), ``encode_ils_iters`` = 8 (faiss: 16),
   faiss' defaults otherwise (``icm_iters`` = 4, ``train_ils_iters`` = 8). Its ICM encoding costs ~``M^2 K`` per
-  row and sweep, hence ``max_M`` = 32. Measured: 32 x 6 bits (10x) 73 + 38 s, 0.746; 29 x 4 bits (40x,
-  all rows) 66 + 6 s, 0.685.
+  row and sweep, hence ``max_M`` = 32. Measured: 10x (32 x 6 bits) 0.746, ~110 s; 40x (29 x 4 bits) 0.675,
+  22 s. (``pq`` at 40x: 0.698.)
 """
 
 from __future__ import annotations
