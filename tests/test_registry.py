@@ -66,12 +66,16 @@ NON_NUMERIC_OPTIONS = {
     "hashing": {"signed"},
     "lowrank": {"init"},
     "opq": {"codebook_dtype"},
+    "pca": {"dtype"},
     "pep": {"threshold_type"},
     "pq": {"codebook_dtype"},
     "qr": {"op"},
+    "quant": {"scale_dtype"},
     "quant-fp8": {"scale"},
+    "rabitq": {"decode", "rotation"},
     "robe": {"signed"},
     "svd": {"dtype"},
+    "tiered": {"base", "frequencies", "unseen"},
 }
 
 
