@@ -150,3 +150,15 @@ def test_bench_has_no_import_cycle() -> None:
 
     cycles = sorted((a, b) for a in graph for b in graph[a] if reaches(b, a))
     assert not cycles, f"import cycles in bench/: {cycles}"
+
+
+def test_a_composition_runs_through_the_harness(tmp_path: Path, fake_hooks: None) -> None:
+    """``--method A+B`` resolves to the composed method (a reducer's factor quantized by B); bytes are counted on
+    the final tensors and the card comes from its parts."""
+    from compbench.methods import get_method_class
+
+    rec = run_cell(_cfg("pca+quant", "8x"), ResultStore(tmp_path), references=False)
+    assert rec.status == "ok" and rec.key == "posthoc/fidelity/pca+quant/8x/cpu-1t-s0"
+    assert rec.budget.stored_bytes <= rec.budget.allowed_bytes and rec.method.name == "pca+quant"
+    assert get_method_class("pca+quant").card.name == "pca+quant"
+    assert get_method_class("pca+quant")(split=0.5).card.name == "pca+quant"

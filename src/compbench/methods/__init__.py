@@ -60,13 +60,36 @@ for _name, _target in _BUILTIN.items():
 
 
 def get_method(name: str, **options: Any) -> Method:
-    """Instantiate the method registered as ``name`` (unknown names suggest the closest)."""
+    """Instantiate the method registered as ``name`` (unknown names suggest the closest); ``A+B`` is the
+    composition of a reducer A and a quantizer B (:mod:`compbench.methods.compose`)."""
+    if "+" in name:
+        from compbench.methods.compose import composed_method
+
+        return composed_method(name, **options)
     return METHODS.get(name)(**options)
 
 
 def get_method_class(name: str) -> type[Method]:
-    """The class registered as ``name``."""
+    """The class registered as ``name`` (for ``A+B``, a factory class whose card is the composition's)."""
+    if "+" in name:
+        return _composed_class(name)
     return METHODS.get(name)
+
+
+def _composed_class(name: str) -> type[Method]:
+    from compbench.methods.compose import composed_method
+
+    proto = composed_method(name)  # validates both names now
+
+    class Composed(Method):
+        card = proto.card
+        option_ranges = getattr(proto, "option_ranges", {})
+
+        def __new__(cls, **options: Any) -> Any:  # type: ignore[misc]
+            return composed_method(name, **options)
+
+    Composed.__name__ = Composed.__qualname__ = f"Composed[{name}]"
+    return Composed
 
 
 def list_methods() -> list[str]:
