@@ -34,7 +34,7 @@ from typing import Any
 
 from compbench.bench.record import Record, to_json
 from compbench.bench.store import ResultStore
-from compbench.errors import RecordError, UsageError, first_line
+from compbench.errors import RecordError, UsageError
 
 OnDone = Callable[[Any, Record, float], None]
 OnStart = Callable[[Any], None]
@@ -163,7 +163,7 @@ class LocalExecutor:
             # the worker wrote its record atomically, but this process cannot validate it (typically the code
             # changed while the sweep ran): keep the worker's file, never replace a result by a failure
             return outcome_record(cell.config, "failed", f"the worker wrote {path}, which this sweep cannot read "
-                                  f"({first_line(unreadable)}); was compbench changed during the sweep? The file "
+                                  f"({(unreadable.splitlines() or [''])[0]}); was compbench changed during the sweep? The file "
                                   "was kept", key=cell.key, measurements={"worker_output_tail": tail})
         timed_out = self.cell_timeout is not None and seconds > self.cell_timeout
         if timed_out:
