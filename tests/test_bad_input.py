@@ -103,7 +103,7 @@ CASES = [
                         "--seeds", "-1,2"], 2, "seeds must be >= 0"),
     ("seeds-duplicate", ["run", "--method", "hashing", "--budget", "10x", "--track", "train", "--task", "trec",
                          "--seeds", "1,1"], 2, "--seeds has duplicates"),
-    ("option-unknown", [*RUN, "--option", "nope=1"], 2, "method 'svd' has no option(s) nope (options: rank)"),
+    ("option-unknown", [*RUN, "--option", "nope=1"], 2, "method 'svd' has no option(s) nope (options: dtype, rank)"),
     ("option-no-value", [*RUN, "--option", "rank"], 2, "--option expects key=value, got 'rank'"),
     ("train-flag-on-posthoc", [*RUN, "--max-steps", "3"], 2, "apply to --track train only"),
     # numeric input out of range (issue 18): threads above the cores, option ranges, seeds, budgets above dense
