@@ -10,6 +10,7 @@ planned dependency, :mod:`compbench.bench.references`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -19,15 +20,16 @@ from torch import nn
 from compbench.bench.lifecycle import Outcome, Subject
 
 
-class TableHooks:
+class TableHooks(ABC):
     """Subclasses implement :meth:`load` (returning a Subject whose ``state`` holds ``table`` and ``evaluate``,
     a ``(candidate_table, dense_table, seed) -> (scores, items or None)`` function)."""
 
     def __init__(self, ctx: Any):
         self.ctx = ctx
 
-    def load(self, ctx: Any) -> Subject:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def load(self, ctx: Any) -> Subject:
+        """The table and its evaluation (each track's own)."""
 
     @staticmethod
     def subject(ctx: Any, table: torch.Tensor, model: dict[str, Any],

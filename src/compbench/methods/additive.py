@@ -39,6 +39,7 @@ with ``-o``):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -96,7 +97,7 @@ def _codebooks(q: Any, m: int, nbits: int, d: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-class _Additive(Method):
+class _Additive(Method, ABC):
     """Shared budget rule and options of ``rq`` and ``lsq``."""
 
     default_max_m: ClassVar[int]
@@ -110,8 +111,9 @@ class _Additive(Method):
     option_ranges = {"M": at_least(1), "nbits": at_least(1, high=8), "max_M": at_least(1),
                      "train_size": at_least(2)}
 
-    def _params(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """The quantizer's own training parameters (recorded in the config)."""
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         n_train = min(int(num_embeddings), self.option("train_size", self.default_train_size))
@@ -140,8 +142,9 @@ class _Additive(Method):
         return {"M": m, "nbits": nb, "code_bytes_per_row": aq_code_size(m, nb), "train_size": n_train,
                 **self._params()}
 
-    def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:
+        """The trained faiss additive quantizer."""
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         x = np.ascontiguousarray(table.detach().float().cpu().numpy())

@@ -49,6 +49,7 @@ thresholds (``feature_dimension``, ``feature``) as to every matrix in the recipe
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,9 +88,9 @@ class SparseTableEmbedding(ScaffoldedEmbedding):
         self.register_buffer("counts", torch.zeros(num_embeddings, dtype=cnt_dtype))
         self.scaffold.weight = nn.Parameter(weight.float().contiguous())
 
-    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+    @abstractmethod
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the table the training forward represents, a keep score: higher is kept first)."""
-        raise NotImplementedError
 
     def sync(self) -> None:
         table, score = self.effective()

@@ -23,6 +23,7 @@ What is here:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ class TrainScaffold(nn.Module):
         return  # and nothing is expected back
 
 
-class ScaffoldedEmbedding(CompressedEmbedding):
+class ScaffoldedEmbedding(CompressedEmbedding, ABC):
     """A compressed embedding trained through a :class:`TrainScaffold` and served from its stored form.
 
     Subclasses implement :meth:`train_forward` (train mode, grad enabled; may read the scaffold),
@@ -67,15 +68,17 @@ class ScaffoldedEmbedding(CompressedEmbedding):
         self.stale = False  # the stored form lags the scaffold (a training step happened since the last sync)
         self.training_steps = 0
 
-    def train_forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def train_forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """The training-time lookup (through the scaffold)."""
 
-    def stored_forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def stored_forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """The lookup from the stored form only."""
 
-    def sync(self) -> None:  # pragma: no cover - abstract
+    @abstractmethod
+    def sync(self) -> None:
         """Rebuild the stored form (state_dict tensors) from the scaffold."""
-        raise NotImplementedError
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
