@@ -163,12 +163,30 @@ def test_rabitq_code_size_and_bytes(tiny_table) -> None:
     cfg, mod = _compress("rabitq", tiny_table, nb_bits=3)
     assert stored_bytes(mod) == rabitq_bytes(V, D, 3) == V * (6 + 12 + 12 + 8) + 4 * D
     assert set(mod.state_dict()) == {"codes", "center"}  # the seeded rotation is not stored
-    # bits from the budget on MiniLM: 2 bits at 10x, 1 bit needs 27.4x, so 40x is out of reach
+    # bits from the budget on MiniLM: 2 bits at 10x, 1 bit needs 27.4x; below it a projection onto d' < d
     assert get_method("rabitq").configure(MINILM_V, MINILM_D, _budget("10x"))["nb_bits"] == 2
-    assert get_method("rabitq").configure(MINILM_V, MINILM_D, _budget("27x"))["nb_bits"] == 1
+    assert get_method("rabitq").configure(MINILM_V, MINILM_D, _budget("27x"))["dims"] == MINILM_D
+    cfg40 = get_method("rabitq").configure(MINILM_V, MINILM_D, _budget("40x"))
+    assert (cfg40["nb_bits"], cfg40["dims"]) == (1, 240)  # 30 B of signs + 8 B of factors <= 38.4 B per row
+    assert rabitq_bytes(MINILM_V, 240, 1) <= _budget("40x") < rabitq_bytes(MINILM_V, 248, 1)
     with pytest.raises(UnattainableBudgetError) as exc:
-        get_method("rabitq").configure(MINILM_V, MINILM_D, _budget("40x"))
+        get_method("rabitq", project="off").configure(MINILM_V, MINILM_D, _budget("40x"))
     assert exc.value.min_bytes == MINILM_V * 56 + 4 * MINILM_D
+
+
+def test_rabitq_projected_codes_are_faiss_codes() -> None:
+    """Below the 1-bit size: RandomRotationMatrix(d, d') + IndexRaBitQ(d'), the index faiss' factory builds."""
+    table = torch.nn.functional.normalize(torch.randn(2000, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+    cfg = get_method("rabitq").configure(2000, 64, 2000 * 64 * 4 // 16)
+    assert cfg["dims"] == 56 and cfg["nb_bits"] == 1  # 7 B of signs + 8 B of factors = 15 B <= 16 B per row
+    mod = get_method("rabitq").compress(table, cfg, seed=4)
+    assert mod.materialize().shape == (2000, 64) and stored_bytes(mod) == rabitq_bytes(2000, 56, 1)
+    rr = faiss.RandomRotationMatrix(64, 56)
+    rr.init(4)
+    index = faiss.IndexPreTransform(rr, faiss.IndexRaBitQ(56, faiss.METRIC_L2, 1))
+    index.train(table.numpy())
+    assert np.array_equal(index.sa_encode(table.numpy()), mod.codes.numpy())
+    assert np.allclose(index.sa_decode(mod.codes.numpy()), mod.materialize().numpy(), atol=1e-5)
 
 
 def test_rabitq_one_bit_decode_is_faiss_decode(tiny_table) -> None:
@@ -389,3 +407,39 @@ def test_tuning_spaces_are_small_and_configurable(name: str) -> None:
         opts = {**method.options, **cand}
         m = composed_method(name, **opts) if "+" in name else get_method(name, **opts)
         m.configure(MINILM_V, MINILM_D, _budget("10x"))
+
+
+# -- mde-posthoc -------------------------------------------------------------------------------------
+def test_mde_posthoc_bytes_layout_and_block_optimality(tiny_table) -> None:
+    """Row-order frequencies for a 300-row table: geometric blocks, power-rule widths from the budget, every
+    narrower block the best rank-d_i factors of its rows (Eckart-Young), bytes = mde_bytes."""
+    from compbench.methods.mde import mde_bytes
+    from compbench.methods.vldb_common import geometric_block_sizes
+
+    budget = V * D * 4 // 8
+    cfg, mod = _compress("mde-posthoc", tiny_table, budget, blocks=4)
+    assert cfg["sizes"] == geometric_block_sizes(V, 4) and cfg["frequencies"]["kind"] == "row-order"
+    dims = cfg["dims"]
+    assert dims == sorted(dims, reverse=True) and dims[0] > dims[-1]  # the head (first rows) is widest
+    assert stored_bytes(mod) == mde_bytes(V, D, cfg["sizes"], dims) <= budget
+    out = mod.materialize()
+    start = 0
+    for n, k in zip(cfg["sizes"], dims):  # row order: block b holds rows start..start+n-1
+        rows = tiny_table[start:start + n].double()
+        s = torch.linalg.svdvals(rows)
+        err = (out[start:start + n].double() - rows).square().sum()
+        assert torch.isclose(err, s[k:].square().sum(), rtol=1e-4, atol=1e-9) if k < D else err < 1e-12
+        start += n
+
+
+def test_mde_posthoc_uses_corpus_counts_on_minilm_shape() -> None:
+    from compbench.methods.vldb_common import token_counts
+
+    cfg = get_method("mde-posthoc").configure(MINILM_V, MINILM_D, _budget("40x"))
+    assert cfg["frequencies"]["kind"] == "corpus" and cfg["frequencies"]["sha256"]
+    from compbench.methods.mde_posthoc import layout
+
+    block_of, _, _, _ = layout(MINILM_V, 8)
+    counts = token_counts(MINILM_V)
+    assert counts[block_of == 0].min() >= counts[block_of == 7].max()  # head block = the most frequent tokens
+    assert len(get_method("mde-posthoc").tuning_space(MINILM_V, MINILM_D, _budget("40x"))) <= 12

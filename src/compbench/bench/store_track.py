@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compbench.bench.lifecycle import Subject
+from compbench.bench.lifecycle import Outcome, Subject
 from compbench.bench.measure import Stopwatch
 from compbench.bench.table_track import TableHooks
 from compbench.errors import DataError
@@ -99,4 +99,26 @@ class StoreHooks(TableHooks):
             return ctx.task.evaluate(sctx), sctx.items
 
         extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
-        return self.subject(ctx, torch.from_numpy(vec), model, evaluate, extra)
+        query_texts = ctx.task.query_texts()
+        queries = None
+        if query_texts:
+            qvec, qfacts = corpus_vectors(encoder, query_texts, ctx.config.batch_size)
+            queries = torch.from_numpy(qvec)
+            model["queries"] = len(query_texts)
+            model["queries_sha256"] = qfacts["corpus_sha256"]
+            extra["encode_time_s"] += qfacts["encode_time_s"]
+        subject = self.subject(ctx, torch.from_numpy(vec), model, evaluate, extra)
+        subject.state["queries"] = queries
+        return subject
+
+    def evaluate(self, ctx: Any, subject: Subject, module: torch.nn.Module, config: dict[str, Any],
+                 seed: int) -> Outcome:
+        """Evaluate the materialised table; the task also gets the module (to search its codes) and the queries."""
+        from compbench.tasks.store import StoreContext
+
+        with torch.inference_mode():
+            table = module.materialize().float().cpu()  # type: ignore[operator]
+        sctx = StoreContext(table, subject.state["table"], seed=seed, module=module,
+                            queries=subject.state.get("queries"))
+        scores = ctx.task.evaluate(sctx)
+        return Outcome(scores=scores, items=sctx.items, measurements=dict(sctx.measurements or {}))

@@ -49,7 +49,7 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.bitstring import unpack_rows
 from compbench.methods.options import at_least
 
@@ -67,10 +67,11 @@ def aq_bytes(num_embeddings: int, embedding_dim: int, m: int, nbits: int) -> int
 class AdditiveEmbedding(CompressedEmbedding):
     """Packed codes ``[V, ceil(M nbits / 8)]`` + codebooks ``[M, 2^nbits, d]``; a row is a sum of M codewords."""
 
-    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, nbits: int):
+    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, nbits: int, quantizer: str = "rq"):
         m, k, d = codebooks.shape
         super().__init__(codes.shape[0], d)
         self.m, self.k, self.nbits = int(m), int(k), int(nbits)
+        self.quantizer = str(quantizer)  # which faiss index searches these codes (rq | lsq); not stored
         self.register_buffer("codes", codes.to(torch.uint8).contiguous())
         self.register_buffer("codebooks", codebooks.float().contiguous())
         # offsets of each codebook in the flattened [M K, d] table: a function of (M, K), not stored
@@ -81,6 +82,23 @@ class AdditiveEmbedding(CompressedEmbedding):
         flat = self.codebooks.reshape(self.m * self.k, self.embedding_dim)
         out = nn.functional.embedding_bag(idx, flat, mode="sum")
         return out.reshape(*ids.shape, self.embedding_dim)
+
+    def code_search(self) -> CodeSearch:
+        """faiss ``IndexResidualQuantizer`` / ``IndexLocalSearchQuantizer`` on the stored codes and codebooks:
+        inner product through per-codebook look-up tables (``ST_LUT_nonorm``: no norm is stored or needed)."""
+        import faiss
+
+        from compbench.methods.faiss_search import codes_array, copy_into, index_searcher
+
+        cls = faiss.IndexLocalSearchQuantizer if self.quantizer == "lsq" else faiss.IndexResidualQuantizer
+        index = cls(self.embedding_dim, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT,
+                    faiss.AdditiveQuantizer.ST_LUT_nonorm)
+        aq = index.lsq if self.quantizer == "lsq" else index.rq
+        copy_into(self.codebooks, aq.codebooks)
+        aq.is_trained = True
+        index.is_trained = True
+        index.add_sa_codes(codes_array(self.codes))
+        return CodeSearch(f"faiss.{cls.__name__} (LUT inner product)", index_searcher(index))
 
 
 def _sample_rows(x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -151,7 +169,8 @@ class _Additive(Method, ABC):
         m, nb = int(config["M"]), int(config["nbits"])
         q = self._train(_sample_rows(x, int(config["train_size"]), seed), config, seed)
         codes = q.compute_codes(x)
-        return AdditiveEmbedding(torch.from_numpy(codes.copy()), _codebooks(q, m, nb, x.shape[1]), nb)
+        return AdditiveEmbedding(torch.from_numpy(codes.copy()), _codebooks(q, m, nb, x.shape[1]), nb,
+                                 quantizer=self.card.name)
 
 
 RQ_NITER, RQ_BEAM = 10, 5

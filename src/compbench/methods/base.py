@@ -14,7 +14,7 @@ own bytes: the harness measures the returned module (``bench.accounting``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -57,6 +57,19 @@ class MethodCard:
         }
 
 
+@dataclass(frozen=True)
+class CodeSearch:
+    """Nearest-neighbour search that runs on a module's stored codes (the store track's ``search`` task).
+
+    ``search(queries, k)`` takes float32 queries ``[q, d]`` (numpy) and returns the ids ``[q, k]`` of the rows
+    ranked best by the index's own (asymmetric, unless ``kind`` says otherwise) score; ``kind`` names the index
+    and its scoring, and is recorded.
+    """
+
+    kind: str
+    search: Callable[..., Any]
+
+
 class CompressedEmbedding(nn.Module):
     """An embedding module ``ids[...] -> [..., d]`` whose state_dict is exactly what it stores."""
 
@@ -67,6 +80,11 @@ class CompressedEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def code_search(self) -> CodeSearch | None:
+        """A search over the stored codes (a faiss index built from this module's buffers, never retrained), or
+        None (default) when no library index reads these codes: the store track then searches the decoded rows."""
+        return None
 
     @torch.no_grad()
     def materialize(self, chunk: int = 8192) -> torch.Tensor:

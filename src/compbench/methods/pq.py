@@ -46,7 +46,7 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import at_least
 from compbench.methods.packing import unpack
 
@@ -120,6 +120,22 @@ class PQEmbedding(CompressedEmbedding):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         y = self.decode_codes(self.codes[ids])
         return y @ self.rotation if self.has_rotation else y
+
+    def code_search(self) -> CodeSearch:
+        """faiss ``IndexPQ`` (inner product, asymmetric distance computation) on the stored codes and codebooks
+        (fp16 codebooks are widened, as the decode does); OPQ's rotation as an ``IndexPreTransform``."""
+        import faiss
+
+        from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
+
+        index = faiss.IndexPQ(self.embedding_dim, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT)
+        copy_into(self.centroids, index.pq.centroids)
+        index.is_trained = True
+        index.add_sa_codes(codes_array(self.codes))
+        kind = "faiss.IndexPQ (ADC, inner product)"
+        if self.has_rotation:  # stored rows are x R^T: search q R^T against them
+            index, kind = rotated(index, self.rotation), "faiss.IndexPreTransform(OPQ rotation) + IndexPQ (ADC, inner product)"
+        return CodeSearch(kind, index_searcher(index))
 
 
 def _sample_rows(x: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 
 ST_REFERENCE = ("Aarsen, Xenova, Reimers et al. 2024, 'Embedding Quantization' (sentence-transformers "
                 "quantize_embeddings); Shakir et al. 2024 (binary + scalar int8 retrieval)")
@@ -47,6 +47,24 @@ class STInt8Embedding(CompressedEmbedding):
         q = self.codes[ids].float() + 128.0
         return self.starts + q * self.steps
 
+    def code_search(self) -> CodeSearch:
+        """faiss ``IndexScalarQuantizer(QT_8bit)`` (inner product, float query) on the stored codes. faiss decodes
+        ``vmin + (c + 0.5) / 255 * vdiff``; ``vmin = start - step / 2`` and ``vdiff = 255 step`` make that
+        ``start + c * step``, this module's decode, with ``c = q + 128``."""
+        import faiss
+        import numpy as np
+
+        from compbench.methods.faiss_search import copy_into, index_searcher
+
+        d = self.embedding_dim
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        ranges = torch.cat([self.starts - self.steps / 2, self.steps * 255]).double()
+        copy_into(ranges, index.sq.trained)
+        index.is_trained = True
+        codes = (self.codes.cpu().to(torch.int16) + 128).to(torch.uint8).numpy()
+        index.add_sa_codes(np.ascontiguousarray(codes))
+        return CodeSearch("faiss.IndexScalarQuantizer (QT_8bit, inner product)", index_searcher(index))
+
 
 class STBinaryEmbedding(CompressedEmbedding):
     """``np.packbits(x > 0)`` bytes (big-endian bits), decoded to ``+-1/sqrt(d)``."""
@@ -61,6 +79,21 @@ class STBinaryEmbedding(CompressedEmbedding):
         p = self.packed[ids]
         bits = ((p.unsqueeze(-1) >> self._shifts.to(p.device)) & 1).reshape(*p.shape[:-1], -1)[..., : self.embedding_dim]
         return (bits.float() * 2 - 1) * self._value
+
+    def code_search(self) -> CodeSearch:
+        """faiss ``IndexBinaryFlat`` (Hamming) on the stored bits; the query is binarised the same way
+        (``np.packbits(q > 0)``), as sentence-transformers' binary search does (symmetric)."""
+        import faiss
+        import numpy as np
+
+        index = faiss.IndexBinaryFlat(self.embedding_dim)
+        index.add(np.ascontiguousarray(self.packed.cpu().numpy()))
+
+        def search(queries: Any, k: int) -> Any:
+            q = np.packbits(np.asarray(queries, dtype=np.float32) > 0, axis=-1)
+            return index.search(np.ascontiguousarray(q), int(k))[1]
+
+        return CodeSearch("faiss.IndexBinaryFlat (Hamming, binarised query)", search)
 
 
 def st_int8_codes(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ _BUILTIN = {
     "store/neighbors": "compbench.tasks.store:StoreNeighbors",
     "store/mrpc": "compbench.tasks.store:StoreMRPC",
     "store/fidelity": "compbench.tasks.store:StoreFidelity",
+    "store/search": "compbench.tasks.store_search:StoreSearch",
     "train/sst2": "compbench.tasks.train:SST2",
     "train/trec": "compbench.tasks.train:TREC",
     "train/imdb": "compbench.tasks.train:IMDB",

@@ -43,6 +43,9 @@ class StoreContext:
     dense_table: torch.Tensor  # [n, d]
     seed: int = 0
     items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
+    module: Any = None  # the compressed module (its codes are searched by store/search)
+    queries: torch.Tensor | None = None  # [q, d] dense vectors of the task's held-out queries, if it has any
+    measurements: dict[str, Any] | None = None  # set by the task: non-score facts for the record
 
 
 class StoreTask(Task):
@@ -51,6 +54,10 @@ class StoreTask(Task):
     def corpus(self) -> list[str]:  # pragma: no cover - abstract
         """The texts whose vectors form the store (row order = vector order)."""
         raise NotImplementedError
+
+    def query_texts(self) -> list[str]:
+        """Held-out query texts, encoded apart from the store (none by default: queries come from the store)."""
+        return []
 
     def evaluate(self, ctx: StoreContext) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
