@@ -47,6 +47,7 @@ _BUILTIN = {
     "ade-merged": "compbench.methods.ade:ADEMerged",
     "robe": "compbench.methods.robe:ROBE",
     "mde": "compbench.methods.mde:MDE",
+    "mde-posthoc": "compbench.methods.mde_posthoc:MDEPosthoc",
     "dpq": "compbench.methods.dpq:DPQ",
     "mgqe": "compbench.methods.mgqe:MGQE",
     "pep": "compbench.methods.pruning:PEP",

@@ -80,6 +80,22 @@ def power_dims(lam: float, rel: np.ndarray, alpha: float, d: int) -> list[int]:
     return [int(min(d, max(1, round(lam * float(r) ** alpha)))) for r in rel]
 
 
+def budget_dims(num_embeddings: int, embedding_dim: int, sizes: list[int], pop: np.ndarray, alpha: float,
+                budget_bytes: int) -> list[int] | None:
+    """The power-rule widths of the largest ``lambda`` whose layout fits the budget (None when none does)."""
+    v, d = int(num_embeddings), int(embedding_dim)
+    rel = pop / pop[0]
+    # every lambda at which some block's width changes (round(lam * r^alpha) crosses t - 0.5)
+    scale = np.array([float(r) ** alpha for r in rel])
+    cands = sorted({(t - 0.5) / s for s in scale for t in range(1, d + 1) if s > 0} | {float(d) / scale.min()})
+    best: list[int] | None = None
+    for lam in cands:  # bytes are not monotone in lambda (a projection vanishes at full width): scan all
+        dims = power_dims(lam + 1e-9, rel, alpha, d)
+        if mde_bytes(v, d, sizes, dims) <= budget_bytes:
+            best = dims
+    return best
+
+
 class MDEmbedding(CompressedEmbedding):
     """Per-block tables of width ``d_i`` and ``d_i x d`` projections; the block of every id is stored, packed."""
 
@@ -157,15 +173,7 @@ class MDE(Method):
         alpha = float(self.option("alpha", 0.3))
         block_of, counts, sizes = frequency_blocks(v, k)
         pop = block_popularity(counts, block_of, len(sizes))
-        rel = pop / pop[0]
-        # every lambda at which some block's width changes (round(lam * r^alpha) crosses t - 0.5)
-        scale = np.array([float(r) ** alpha for r in rel])
-        cands = sorted({(t - 0.5) / s for s in scale for t in range(1, d + 1) if s > 0} | {float(d) / scale.min()})
-        best: list[int] | None = None
-        for lam in cands:  # bytes are not monotone in lambda (a projection vanishes at full width): scan all
-            dims = power_dims(lam + 1e-9, rel, alpha, d)
-            if mde_bytes(v, d, sizes, dims) <= budget_bytes:
-                best = dims
+        best = budget_dims(v, d, sizes, pop, alpha, budget_bytes)
         smallest = mde_bytes(v, d, sizes, [1] * len(sizes))
         if best is None:
             raise self.unattainable(v, d, budget_bytes, smallest)
