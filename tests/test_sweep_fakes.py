@@ -8,6 +8,7 @@ genuine) on a small seeded table instead of MiniLM's, and scores table fidelity.
 injection through environment variables (inherited by worker processes):
 
 - ``COMPBENCH_FAKE_SLEEP``: seconds to sleep in every cell;
+- ``COMPBENCH_FAKE_FIT_SLEEP``: ``method:seconds:python|native``: a slow fit (FakeHooks), for the fit watchdog;
 - ``COMPBENCH_FAKE_CRASH``: comma-separated ``method:mode`` with mode ``raise`` | ``segv`` | ``kill`` | ``exit``;
 - ``COMPBENCH_FAKE_DIE_IN_WRITE``: a method name: the process SIGKILLs itself half-way through
   writing that method's record (after the temp file got half of the JSON);
@@ -128,6 +129,21 @@ def _write(self: ResultStore, record: Record) -> Any:
 FAKE_HOOKS = "test_sweep_fakes:FakeHooks"
 
 
+def _slow_fit(method: str) -> None:
+    """``COMPBENCH_FAKE_FIT_SLEEP=method:seconds:python|native``: a slow fit, as Python-level steps (interruptible)
+    or as one blocking call (like a long faiss routine: the interrupt waits for it)."""
+    for spec in filter(None, os.environ.get("COMPBENCH_FAKE_FIT_SLEEP", "").split(",")):
+        name, seconds, mode = spec.split(":")
+        if name != method:
+            continue
+        if mode == "native":
+            time.sleep(float(seconds))
+        else:
+            end = time.perf_counter() + float(seconds)
+            while time.perf_counter() < end:
+                time.sleep(0.01)
+
+
 def install_hooks() -> None:
     """Use :class:`FakeHooks` for the posthoc track (this process only; workers: ``--import
     test_sweep_fakes:install_hooks``)."""
@@ -152,6 +168,7 @@ class FakeHooks:
                        data_sha256={}, state={"table": table})
 
     def produce(self, ctx: Any, subject: Any, config: dict[str, Any], seed: int) -> torch.nn.Module:
+        _slow_fit(ctx.method.card.name)
         return ctx.method.compress(subject.state["table"], config, seed=seed).eval()
 
     def evaluate(self, ctx: Any, subject: Any, module: torch.nn.Module, config: dict[str, Any], seed: int) -> Any:

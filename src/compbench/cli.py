@@ -123,6 +123,9 @@ def main(debug: bool) -> None:
 @click.option("--tune", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="Choose the method's options for the budget on the task's validation split first (never test); "
                    "a tuned cell is its own variant, <method>+tuned.")
+@click.option("--max-fit-seconds", type=float, default=3600.0, show_default=True,
+              help="Stop a fit (compress or training, summed over seeds) that runs longer and record the cell as "
+                   "timeout; 0: no limit.")
 @click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
 @click.option("--d-model", "d_model", type=int, default=None, help="Train track: embedding/model width (default 128).")
 @click.option("--max-steps", type=int, default=None, help="Train track: cap on optimiser steps (smoke runs; in the key).")
@@ -137,7 +140,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
-        tune: str) -> None:
+        tune: str, max_fit_seconds: float) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -152,6 +155,8 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
 
     check_threads(threads)
     check_seed(seed)
+    if not max_fit_seconds >= 0:
+        raise UsageError(f"--max-fit-seconds must be >= 0 (0: no limit), got {max_fit_seconds}")
     seed_list = None
     if seeds:
         try:
@@ -172,7 +177,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
                          "apply to --track train only")
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
                     options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra,
-                    lookup_workload=lookup_workload, tune=tune == "on")
+                    lookup_workload=lookup_workload, tune=tune == "on", max_fit_seconds=max_fit_seconds or None)
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
     if dry_run:
@@ -238,7 +243,8 @@ def print_record(record: Any, path: Path | None = None) -> None:
     t = Table(title=f"[bold]{escape(record.key)}[/]", show_header=False, title_justify="left")
     t.add_column("field", style="cyan")
     t.add_column("value")
-    status_style = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim"}.get(record.status, "")
+    status_style = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim",
+                    "timeout": "red"}.get(record.status, "")
     t.add_row("status", f"[{status_style}]{record.status}[/]" + (f"  ({escape(record.error)})" if record.error else ""))
     t.add_row("method", escape(f"{record.method.name} v{record.method.version}  {json.dumps(record.method.config, sort_keys=True)}"))
     t.add_row("task", escape(f"{record.task.name} v{record.task.version} ({record.track}); metric {record.task.metric}"))

@@ -24,7 +24,7 @@ from rich.table import Table
 from compbench.cli import console, err_console, handle_errors
 from compbench.errors import UsageError
 
-_STATUS_STYLE = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim"}
+_STATUS_STYLE = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim", "timeout": "red"}
 
 
 def _status_text(record: Any) -> str:
@@ -71,6 +71,9 @@ class _SigtermAsInterrupt:
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Local executor: cells run at once.")
 @click.option("--address", default=None, help="Ray executor: cluster address (default: start a local Ray).")
 @click.option("--cell-timeout", type=float, default=None, help="Local executor: stop a cell after this many seconds.")
+@click.option("--max-fit-seconds", type=float, default=None,
+              help="Override: stop a fit that runs longer and record the cell as timeout (suite key "
+                   "max_fit_seconds; default 3600; 0: no limit).")
 @click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
               help="Import a module (and call FUNC) in the sweep and in every worker, to register out-of-tree "
                    "methods/tasks (repeatable).")
@@ -82,12 +85,12 @@ class _SigtermAsInterrupt:
 @handle_errors
 def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, budgets: str | None, tasks: str | None,
           seeds: str | None, devices: str | None, threads: int | None, results: Path | None, overwrite: str,
-          executor: str, jobs: int, address: str | None, cell_timeout: float | None, imports: tuple[str, ...],
-          dry_run: bool, as_json: bool, progress: bool | None) -> None:
+          executor: str, jobs: int, address: str | None, cell_timeout: float | None, max_fit_seconds: float | None,
+          imports: tuple[str, ...], dry_run: bool, as_json: bool, progress: bool | None) -> None:
     """Run a suite: every cell (method x budget x task x device x seed) into one record each.
 
     Re-running the same command resumes: cells with an up-to-date record are reused. Exit codes:
-    0 all cells ok/skipped/over budget, 1 some cell failed, 2 usage error, 130 interrupted.
+    0 all cells ok/skipped/over budget, 1 some cell failed or timed out, 2 usage error, 130 interrupted.
     """
     from compbench.bench.store import ResultStore
     from compbench.bench.sweep import (
@@ -115,7 +118,7 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
             pass  # not integers: apply_overrides says so
     import_plugins(imports)
     suite = apply_overrides(load_suite(spec), methods=methods, budgets=budgets, tasks=tasks, seeds=seeds,
-                            devices=devices, threads=threads)
+                            devices=devices, threads=threads, max_fit_seconds=max_fit_seconds)
     for g in suite.grids:  # values from the suite file (or the overrides): the same rules as the flags
         check_threads(g.threads, f"suite {suite.name}: threads" if threads is None else "--threads", upper=local_cores)
         check_seeds(g.seeds, f"suite {suite.name}: seeds" if seeds is None else "--seeds")

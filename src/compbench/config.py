@@ -38,6 +38,9 @@ def leaderboard_results_dir() -> Path:
     return Path(ENV_RESULTS or LEADERBOARD_RESULTS)
 
 
+DEFAULT_MAX_FIT_SECONDS = 3600.0  # one hour: ``compbench run`` / ``sweep --max-fit-seconds`` default
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One cell to run.
@@ -60,6 +63,8 @@ class RunConfig:
         seeds: train track: several seeds aggregated into one record (mean +- std).
         tune: choose the method's options for the budget on the task's validation split first
             (:mod:`compbench.bench.tuning`); a tuned cell is its own variant (key ``<method>+tuned``).
+        max_fit_seconds: stop a fit that runs longer (seconds, summed over seeds) and record the cell as
+            ``timeout`` (:mod:`compbench.bench.watchdog`); ``None`` or 0: no limit. Not part of the key.
     """
 
     method: str
@@ -77,6 +82,7 @@ class RunConfig:
     lookup_workload: str = "zipf"
     tune: bool = False
     seeds: tuple[int, ...] | None = None
+    max_fit_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

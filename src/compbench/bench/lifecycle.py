@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ from compbench.bench.budget import reference_bytes
 from compbench.bench.measure import compare_lookup
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
+from compbench.bench.watchdog import FitTimeout, FitWatchdog, timeout_facts
 from compbench.errors import CompbenchError
 
 
@@ -191,12 +193,34 @@ def execute(ctx: Any, hooks: Any) -> Record:
 
     outcomes: list[Outcome] = []
     first: nn.Module | None = None
+    limit = ctx.config.max_fit_seconds if ctx.config.max_fit_seconds and ctx.config.max_fit_seconds > 0 else None
+    fit_spent = 0.0
+
+    def timed_out(elapsed: float, message: str) -> Record:
+        measurements["timeout"] = timeout_facts(limit, elapsed)
+        return record("timeout", message)
+
     with getattr(hooks, "context", _no_context)(ctx):
         for s in seeds:
             seed_everything(s)
-            with phases.phase("fit") as fit:
-                module = hooks.produce(ctx, subject, config, s)
-                module = module.to(ctx.device)
+            t_fit = time.perf_counter()
+
+            def hard_stop(t0: float = t_fit, spent: float = fit_spent) -> None:  # watchdog thread, before the exit
+                rec = timed_out(spent + time.perf_counter() - t0,
+                                f"the fit ran past --max-fit-seconds {limit:g} s inside a native call; stopped")
+                if ctx.store is not None:
+                    ctx.store.write(rec)
+
+            remaining = None if limit is None else max(limit - fit_spent, 1e-3)
+            try:
+                with phases.phase("fit") as fit, FitWatchdog(remaining, hard_stop=bool(ctx.config.fresh_process),
+                                                             on_hard_stop=hard_stop):
+                    module = hooks.produce(ctx, subject, config, s)
+                    module = module.to(ctx.device)
+            except FitTimeout:
+                return timed_out(fit_spent + time.perf_counter() - t_fit,
+                                 f"the fit ran past --max-fit-seconds {limit:g} s and was stopped")
+            fit_spent += time.perf_counter() - t_fit
             measurements["fit_time_s"] = fit.seconds  # summed over the seeds by the phase
             count(module)
             if params.total is None:

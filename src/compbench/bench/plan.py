@@ -175,6 +175,11 @@ def is_up_to_date(record: Record, cell: Cell) -> tuple[bool, str]:
         return False, f"stale: task {record.task.name} v{record.task.version} -> v{cell.task_version}"
     if record.status == "failed":
         return False, f"previous run failed: {record.error or '?'}"
+    if record.status == "timeout":
+        limit = (record.measurements.get("timeout") or {}).get("max_fit_seconds")
+        now = cell.config.max_fit_seconds
+        if limit is not None and (now is None or now > limit):
+            return False, f"timed out under --max-fit-seconds {limit:g}; the limit is now {now or 'none'}"
     sweep = record.provenance.get("sweep") or {}
     if record.status == "skipped" and sweep.get("skip") in ("track", "device") and cell.skip_reason is None:
         return False, "was skipped before, can run now"

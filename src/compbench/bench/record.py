@@ -19,7 +19,7 @@ from compbench.bench.identity import cell_key, identity_of_record, options_suffi
 
 SCHEMA_VERSION = 2
 
-Status = Literal["ok", "over_budget", "failed", "skipped"]
+Status = Literal["ok", "over_budget", "failed", "skipped", "timeout"]
 
 
 class _Strict(BaseModel):

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compbench.config import RunConfig
+from compbench.config import DEFAULT_MAX_FIT_SECONDS, RunConfig
 from compbench.errors import UnknownNameError, UsageError
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
-             "batch_size", "lookup_iters", "lookup_workload", "model", "extra", "tune")
+             "batch_size", "lookup_iters", "lookup_workload", "model", "extra", "tune", "max_fit_seconds")
 SUITE_KEYS = ("name", "description", "grids", *GRID_KEYS)
 REQUIRED_GRID_KEYS = ("methods", "budgets", "tasks")
 
@@ -54,6 +54,7 @@ class Grid:
     tune: bool = False
     model: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    max_fit_seconds: float | None = DEFAULT_MAX_FIT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ def _parse_grid(d: Mapping[str, Any], defaults: Mapping[str, Any], source: str, 
     for key, minimum in (("threads", 1), ("batch_size", 1), ("lookup_iters", 1)):
         if key in merged:
             kw[key] = _int(merged[key], key, source, ctx, minimum)
+    if "max_fit_seconds" in merged:
+        kw["max_fit_seconds"] = _max_fit(merged["max_fit_seconds"], f"{_where(source, ctx)}: 'max_fit_seconds'")
     if "tune" in merged:
         if not isinstance(merged["tune"], bool):
             raise UsageError(f"{_where(source, ctx)}: 'tune' must be true or false")
@@ -256,9 +259,19 @@ def _split_csv(values: Iterable[str] | str | None) -> tuple[str, ...] | None:
     return out or None
 
 
+def _max_fit(value: Any, where: str) -> float | None:
+    """A fit limit in seconds: a number >= 0 (0 or null: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise UsageError(f"{where} must be a number of seconds >= 0 (0 or null: no limit), got {value!r}")
+    return float(value) or None
+
+
 def apply_overrides(suite: Suite, *, methods: Iterable[str] | str | None = None, budgets: Iterable[str] | str | None = None,
                     tasks: Iterable[str] | str | None = None, seeds: Iterable[str] | str | None = None,
-                    devices: Iterable[str] | str | None = None, threads: int | None = None) -> Suite:
+                    devices: Iterable[str] | str | None = None, threads: int | None = None,
+                    max_fit_seconds: float | None = None) -> Suite:
     """Replace fields in every grid (CLI > YAML). ``tasks`` entries are ``track/name``, or a bare name for
     that task in every track the suite uses that has it. Comma-separated strings are accepted."""
     from compbench.tasks import TASKS, list_tasks
@@ -307,6 +320,8 @@ def apply_overrides(suite: Suite, *, methods: Iterable[str] | str | None = None,
             kw["devices"] = dv
         if threads is not None:
             kw["threads"] = threads
+        if max_fit_seconds is not None:
+            kw["max_fit_seconds"] = _max_fit(max_fit_seconds, "--max-fit-seconds")
         grids.append(replace(g, **kw))
     out = replace(suite, grids=tuple(grids))
     validate_names(out)
@@ -333,7 +348,7 @@ def expand(suite: Suite) -> list[RunConfig]:
                                             options=dict(g.options.get(method, {})), model=g.model,
                                             fresh_process=False, batch_size=g.batch_size,
                                             lookup_iters=g.lookup_iters, lookup_workload=g.lookup_workload,
-                                            tune=g.tune,
+                                            tune=g.tune, max_fit_seconds=g.max_fit_seconds,
                                             seeds=seeds, extra=dict(g.extra))
                             ident = repr(sorted(cfg.to_dict().items(), key=lambda kv: kv[0]))
                             if ident not in seen:

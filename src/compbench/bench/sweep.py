@@ -136,8 +136,8 @@ class SweepResult:
 
     @property
     def failed(self) -> list[Record]:
-        """Records of cells that failed in this sweep."""
-        return [r for r in self.records.values() if r.status == "failed"]
+        """Records of cells that failed (or timed out) in this sweep."""
+        return [r for r in self.records.values() if r.status in ("failed", "timeout")]
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable summary (``compbench sweep --json``)."""

@@ -52,7 +52,7 @@ REFERENCE_INIT = {"train": "random"}
 CELL_COLUMNS = ("track", "task", "task_version", "variant", "method_version", "budget", "device", "identity")
 
 #: Status precedence for a cell without any ok record (most telling first).
-STATUS_ORDER = ("over_budget", "failed", "skipped")
+STATUS_ORDER = ("over_budget", "timeout", "failed", "skipped")
 
 
 def device_label(kind: str, threads: int) -> str:

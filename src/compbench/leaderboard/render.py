@@ -21,7 +21,8 @@ from typing import Any
 
 from compbench.leaderboard.table import Leaderboard, TrackOverview, cells_versions
 
-STATUS_TEXT = {"ok": "ok", "over_budget": "over budget", "failed": "failed", "skipped": "skipped"}
+STATUS_TEXT = {"ok": "ok", "over_budget": "over budget", "failed": "failed", "skipped": "skipped",
+               "timeout": "timeout"}
 NOT_RUN = "—"
 NO_INTERVAL = "no interval"
 BYTES_FRONT = "★"

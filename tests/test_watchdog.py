@@ -1,0 +1,79 @@
+"""``--max-fit-seconds``: a fit past the limit is stopped and recorded as ``timeout`` -- by interrupting a
+Python-level fit in the cell's own process, and by a hard stop of a worker stuck in one native call -- and a
+resumed sweep re-runs a timed-out cell only under a larger limit."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import test_sweep_fakes
+from compbench.bench.plan import is_up_to_date, resolve_cell
+from compbench.bench.runner import TRACK_RUNNERS, run_cell
+from compbench.bench.store import ResultStore
+from compbench.bench.suite import apply_overrides, parse_suite
+from compbench.bench.sweep import make_executor, prepare_sweep, run_sweep
+from compbench.config import RunConfig
+from compbench.errors import UsageError
+
+TESTS = str(Path(__file__).resolve().parent)
+
+
+@pytest.fixture()
+def fake_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TRACK_RUNNERS, "posthoc", test_sweep_fakes.FAKE_HOOKS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("COMPBENCH_FIT_GRACE_SECONDS", "1")
+
+
+def _cfg(method: str = "svd", **kw: object) -> RunConfig:
+    return RunConfig(method=method, budget="4x", task="fidelity", threads=1, lookup_iters=3, **kw)  # type: ignore[arg-type]
+
+
+def test_a_python_level_fit_is_interrupted_and_recorded(tmp_path: Path, fake_hooks: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPBENCH_FAKE_FIT_SLEEP", "svd:60:python")
+    t0 = time.perf_counter()
+    rec = run_cell(_cfg(max_fit_seconds=0.5), ResultStore(tmp_path), references=False)
+    assert time.perf_counter() - t0 < 20
+    assert rec.status == "timeout" and "--max-fit-seconds 0.5 s" in rec.error
+    assert rec.measurements["timeout"]["max_fit_seconds"] == 0.5
+    assert rec.measurements["timeout"]["elapsed_s"] >= 0.5
+    assert rec.metrics.main is None
+
+
+def test_a_fit_within_the_limit_is_untouched(tmp_path: Path, fake_hooks: None) -> None:
+    rec = run_cell(_cfg(max_fit_seconds=60), ResultStore(tmp_path), references=False)
+    assert rec.status == "ok" and "timeout" not in rec.measurements
+
+
+def test_a_worker_stuck_in_a_native_call_is_stopped_and_the_sweep_resumes_it_only_with_more_time(
+        tmp_path: Path, fake_hooks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPBENCH_FAKE_FIT_SLEEP", "svd:120:native")
+    suite = parse_suite({"name": "t", "methods": ["svd"], "budgets": ["4x"], "tasks": ["posthoc/fidelity"],
+                         "max_fit_seconds": 1, "lookup_iters": 3})
+    store = ResultStore(tmp_path)
+    cells = [c for c in prepare_sweep(suite, store, "only-missing") if not c.reference]
+    ex = make_executor("local", jobs=1, imports=("test_sweep_fakes:install_hooks",))
+    t0 = time.perf_counter()
+    result = run_sweep(cells, store, ex)
+    assert time.perf_counter() - t0 < 60  # far less than the 120 s native call
+    rec = store.read(cells[0].key)
+    assert rec.status == "timeout" and "native call" in rec.error
+    assert [r.key for r in result.failed] == [rec.key]  # counts like failed in the exit code
+    assert is_up_to_date(rec, resolve_cell(cells[0].config))[0]  # same limit: it would time out again
+    more = apply_overrides(suite, max_fit_seconds=100)
+    up, why = is_up_to_date(rec, resolve_cell(more.cells()[0]))
+    assert not up and "timed out under --max-fit-seconds 1" in why
+
+
+def test_bad_limits_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="max_fit_seconds' must be a number of seconds >= 0"):
+        parse_suite({"name": "t", "methods": ["svd"], "budgets": ["4x"], "tasks": ["posthoc/fidelity"],
+                     "max_fit_seconds": -3})
+    suite = parse_suite({"name": "t", "methods": ["svd"], "budgets": ["4x"], "tasks": ["posthoc/fidelity"]})
+    assert suite.cells()[0].max_fit_seconds == 3600.0  # the documented default
+    assert apply_overrides(suite, max_fit_seconds=0).cells()[0].max_fit_seconds is None  # 0: no limit
