@@ -33,9 +33,10 @@ TRACK_RUNNERS: dict[str, str] = {
     "words": "compbench.bench.words:WordsHooks",
     "store": "compbench.bench.store_track:StoreHooks",
     "train": "compbench.bench.train:TrainHooks",
+    "scale": "compbench.bench.scale_track:ScaleHooks",
 }
 
-TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc"}
+TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc", "scale": "posthoc"}
 
 
 @dataclass

@@ -138,6 +138,10 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
     elif track == "words":
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
+    elif track == "scale":  # the task is the table: its name and width are the identity
+        tag = ""
+        identity = CellIdentity(track=track, model=task.card.name, width=int(task.shape[1]), backbone="none",
+                                init="pretrained", head="shared", recipe="-")
     else:
         width = _bundled_width() if is_default_model(model) else None
         identity = CellIdentity(track=track, model=model_slug(model), width=width,

@@ -130,6 +130,10 @@ def table_shape(config: RunConfig, identity: Any = None) -> tuple[int, int] | No
     (train, from its ``identity``); None otherwise (the cell finds out)."""
     if config.track == "words":
         return GLOVE_SHAPE if config.model in (None, "glove-6B-50d") else None
+    if config.track == "scale":
+        from compbench.tasks import DEFAULT_TASKS, get_task
+
+        return tuple(get_task("scale", config.task or DEFAULT_TASKS["scale"]).shape)  # type: ignore[attr-defined,return-value]
     if config.model is not None:
         return None
     bundled = bundled_table_shape()

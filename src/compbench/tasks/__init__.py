@@ -34,10 +34,13 @@ _BUILTIN = {
     "train/subj": "compbench.tasks.train:SUBJ",
     "train/ag_news_test8020": "compbench.tasks.train:AGNewsTest8020",
 }
+for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", "128k", "256k")
+                                             for d in (768, 2048, 4096))):
+    _BUILTIN[f"scale/{_name}"] = f"compbench.tasks.scale:Scale_{_name.replace('-', '_')}"
 for _k, _v in _BUILTIN.items():
     TASKS.add_lazy(_k, _v)
 
-DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "stsb"}
+DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "stsb", "scale": "minilm"}
 
 
 def get_task(track: str, name: str) -> Task:
