@@ -99,3 +99,23 @@ def test_a_user_option_is_kept_and_tuning_needs_a_validation_split(tunable: None
 
     with pytest.raises(UsageError, match="no validation split"):
         run_cell(RunConfig(method="svd", budget="8x", task="fidelity", threads=1, lookup_iters=2, tune=True), None)
+
+
+@pytest.mark.parametrize("name", ["kmeans", "direction-ae", "ade", "quant-int8", "quant-int4", "quant-int2"])
+def test_declared_spaces_are_small_default_first_and_configure(name: str) -> None:
+    """Each space has at most 12 candidates, the default first, and every candidate either configures within the
+    budget or is unattainable (the harness records and skips those); none raises another error."""
+    from compbench.errors import UnattainableBudgetError
+    from compbench.methods import get_method
+
+    v, d = 30_522, 384
+    for ratio in (4, 10, 40, 100):
+        budget = v * d * 4 // ratio
+        space = get_method(name).tuning_space(v, d, budget)
+        assert 1 <= len(space) <= 12 and space[0] == {}
+        assert len({tuple(sorted(c.items())) for c in space}) == len(space)
+        for cand in space:
+            try:
+                get_method(name, **cand).configure(v, d, budget)
+            except UnattainableBudgetError:
+                pass

@@ -409,6 +409,13 @@ class _ADEBase(Method):
                 "id_dtype": str(index_dtype(k)).replace("torch.", ""), "weight_dtype": "float16",
                 "count_dtype": "uint8" if s <= 255 else "int16", "expected_bytes": ade_stored_bytes(v, d, k, s, adt)}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data (posthoc): the default (K, S) rule; K = 255 (uint8 anchor
+        ids: the bytes saved buy active slots) and K = 512 (more anchors, fewer slots); tau halved and doubled; two
+        more stage-1 epochs. Unattainable candidates are skipped by the harness."""
+        return [{}, {"anchors": 255}, {"anchors": 512}, {"tau": DEFAULT_TAU / 2}, {"tau": DEFAULT_TAU * 2},
+                {"epochs": 4}]
+
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         """Sizing for posthoc / frozen anchors at the top level; ``train`` holds the train-track sizing
         (fp32 anchors when ``train_anchors``, the default, since fine-tuned anchors are stored in fp32)."""

@@ -167,6 +167,11 @@ class DirectionAE(Method):
     option_ranges = {"latent_dim": at_least(1), "epochs": at_least(1), "additional_epochs": at_least(0),
                      "batch_size": at_least(1), "lr": positive()}
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: the paper's schedule (default), Adam lr x3 and /3, and the
+        schedule twice as long (the latent size is the budget's largest; a smaller one only loses capacity)."""
+        return [{}, {"lr": 3e-3}, {"lr": 3e-4}, {"epochs": 40, "additional_epochs": 20}]
+
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         k = max_latent(num_embeddings, embedding_dim, budget_bytes)
         if k < 1:

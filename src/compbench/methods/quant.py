@@ -112,6 +112,13 @@ _GROUP_OPT = {"group_size": "columns per scale group (default: the whole row)"}
 class _IntQuant(_Quant):
     option_ranges = {"group_size": at_least(1)}  # a divisor of d: checked in configure
 
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """For the harness' tuning on validation data: one scale pair per row (default), then smaller groups
+        (d/2, d/4, d/8, 64, 32 columns): finer ranges for 8 more bytes per group, kept only when they fit."""
+        d = int(embedding_dim)
+        groups = dict.fromkeys(g for g in (d // 2, d // 4, d // 8, 64, 32) if 0 < g < d and d % g == 0)
+        return [{}] + [{"group_size": g} for g in groups]
+
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         groups = embedding_dim // self._group(embedding_dim)
         return num_embeddings * packed_width(embedding_dim, self.bits) + num_embeddings * groups * 8
