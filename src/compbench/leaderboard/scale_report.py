@@ -30,7 +30,7 @@ def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dic
     for r in records:
         if r.track != "scale" or (budget is not None and r.budget.spec != budget):
             continue
-        shape = r.model.get("shape") or [None, None]
+        shape = (r.model or {}).get("shape") or _task_shape(r.task.name)
         phases = (r.measurements.get("memory") or {}).get("phases") or {}
         fit = phases.get("fit") or {}
         rows.append({
@@ -43,6 +43,17 @@ def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dic
             "cosine": r.metrics.main, "error": r.error, "threads": r.device.threads,
         })
     return sorted(rows, key=lambda x: (x["method"], x["size"] or 0))
+
+
+def _task_shape(name: str) -> list[int | None]:
+    """The shape a scale task declares (for records that never loaded their table: skipped, timed out)."""
+    from compbench.errors import CompbenchError
+    from compbench.tasks import get_task
+
+    try:
+        return [int(x) for x in get_task("scale", name).shape]  # type: ignore[attr-defined]
+    except (CompbenchError, AttributeError):
+        return [None, None]
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float | None:
@@ -78,6 +89,7 @@ def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key
     import matplotlib.style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     from compbench.leaderboard.plots import RC, _png
 
@@ -97,6 +109,11 @@ def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-") if v >= 1e4
+                              else f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):  # mathtext is off (RC): plain tick labels, no $10^{k}$ strings
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("table size V x d (values)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
