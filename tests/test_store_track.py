@@ -166,10 +166,10 @@ def test_store_run_cell(shared_cache, vectors, cache_dir, tmp_path, monkeypatch)
     store = ResultStore(tmp_path)
     # the task is patched in this process only, so its dense reference runs here first (a fresh worker would
     # not see the patch); the candidate then reads it from the store, as after a planned reference
-    run_cell(RunConfig(method="dense", budget="1x", track="store", threads=2, lookup_iters=3), store,
+    run_cell(RunConfig(method="dense", budget="1x", track="store", task="stsb", threads=2, lookup_iters=3), store,
              cache=shared_cache, references=False)
-    rec = run_cell(RunConfig(method="st-binary", budget="32x", track="store", threads=2, lookup_iters=3), store,
-                   cache=shared_cache, references=False)
+    rec = run_cell(RunConfig(method="st-binary", budget="32x", track="store", task="stsb", threads=2, lookup_iters=3),
+                   store, cache=shared_cache, references=False)
     n = vectors.shape[0]
     assert rec.status == "ok" and rec.key == "store/stsb/st-binary/32x/cpu-2t-s0"
     assert rec.budget.reference_bytes == n * 384 * 4 and rec.budget.stored_bytes == n * 48

@@ -40,7 +40,7 @@ for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", 
 for _k, _v in _BUILTIN.items():
     TASKS.add_lazy(_k, _v)
 
-DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "stsb", "scale": "minilm"}
+DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "search", "scale": "minilm"}
 
 
 def get_task(track: str, name: str) -> Task:
