@@ -23,13 +23,7 @@ class ScaleHooks(TableHooks):
     def load(self, ctx: Any) -> Subject:
         """Build (synthetic) or load (real) the task's table."""
         table, info = ctx.task.load_table()
-
-        def evaluate(table: torch.Tensor, dense: torch.Tensor, seed: int) -> tuple[dict[str, float], Any]:
-            from compbench.tasks.scale import sample_fidelity
-
-            return sample_fidelity(dense, table), None
-
-        subject = self.subject(ctx, table, info, evaluate)
+        subject = self.subject(ctx, table, info)
         subject.model["shape"] = [int(table.shape[0]), int(table.shape[1])]
         subject.model["table_fp32_bytes"] = int(table.numel()) * 4
         return subject

@@ -87,16 +87,11 @@ class StoreHooks(TableHooks):
     def load(self, ctx: Any) -> Subject:
         """Encode (or read from the cache) the task's corpus with the dense encoder."""
         from compbench.bench.posthoc import get_encoder
-        from compbench.tasks.store import StoreContext
 
         encoder = get_encoder(ctx)
         vec, facts = corpus_vectors(encoder, ctx.task.corpus(), ctx.config.batch_size)
         model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"],
                  "corpus_sha256": facts["corpus_sha256"]}
-
-        def evaluate(table: torch.Tensor, dense_table: torch.Tensor, seed: int) -> tuple[dict[str, float], Any]:
-            sctx = StoreContext(table, dense_table, seed=seed)
-            return ctx.task.evaluate(sctx), sctx.items
 
         extra = {"encode_time_s": facts["encode_time_s"], "vectors_cached": facts["vectors_cached"]}
         query_texts = ctx.task.query_texts()
@@ -107,7 +102,7 @@ class StoreHooks(TableHooks):
             model["queries"] = len(query_texts)
             model["queries_sha256"] = qfacts["corpus_sha256"]
             extra["encode_time_s"] += qfacts["encode_time_s"]
-        subject = self.subject(ctx, torch.from_numpy(vec), model, evaluate, extra)
+        subject = self.subject(ctx, torch.from_numpy(vec), model, measurements=extra)
         subject.state["queries"] = queries
         return subject
 

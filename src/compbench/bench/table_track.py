@@ -33,9 +33,10 @@ class TableHooks(ABC):
 
     @staticmethod
     def subject(ctx: Any, table: torch.Tensor, model: dict[str, Any],
-                evaluate: Callable[[torch.Tensor, torch.Tensor, int], tuple[dict[str, float], Any]],
+                evaluate: Callable[[torch.Tensor, torch.Tensor, int], tuple[dict[str, float], Any]] | None = None,
                 measurements: dict[str, Any] | None = None) -> Subject:
-        """A Subject for the fp32 ``table [n, d]`` (its fp32 size is the reference bytes)."""
+        """A Subject for the fp32 ``table [n, d]`` (its fp32 size is the reference bytes); ``evaluate`` is what
+        :meth:`evaluate` calls (None for tracks that override :meth:`evaluate`)."""
         from compbench.bench.context import data_sha256
 
         table = table.float()

@@ -34,7 +34,7 @@ from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.mde import MDEmbedding, block_popularity, budget_dims, mde_bytes
 from compbench.methods.options import OptionRange, at_least
-from compbench.methods.vldb_common import frequency_order, geometric_block_sizes
+from compbench.methods.vldb_common import blocks_by_frequency
 
 FREQUENCIES = ("auto", "corpus", "row-order")
 ALPHAS = (0.1, 0.2, 0.3, 0.5)
@@ -47,13 +47,7 @@ def layout(num_embeddings: int, blocks: int, frequencies: str = "auto") -> tuple
     from compbench.methods.tiered import row_counts
 
     counts, source = row_counts(int(num_embeddings), frequencies)
-    order = frequency_order(counts)
-    sizes = geometric_block_sizes(int(num_embeddings), int(blocks))
-    block_of = np.empty(int(num_embeddings), dtype=np.int64)
-    start = 0
-    for b, n in enumerate(sizes):
-        block_of[order[start:start + n]] = b
-        start += n
+    block_of, sizes = blocks_by_frequency(counts, int(blocks))
     return block_of, counts, sizes, source
 
 

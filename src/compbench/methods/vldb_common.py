@@ -174,16 +174,22 @@ def geometric_block_sizes(num_embeddings: int, blocks: int) -> list[int]:
     return out
 
 
-def frequency_blocks(num_embeddings: int, blocks: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """``(block id of every id, counts, block sizes)``: ids ranked by shipped frequency, cut geometrically."""
-    counts = token_counts(num_embeddings)
+def blocks_by_frequency(counts: np.ndarray, blocks: int) -> tuple[np.ndarray, list[int]]:
+    """``(block id of every id, block sizes)``: ids ranked by ``counts`` (most frequent first), cut geometrically."""
     order = frequency_order(counts)
-    sizes = geometric_block_sizes(num_embeddings, blocks)
-    block_of = np.empty(int(num_embeddings), dtype=np.int64)
+    sizes = geometric_block_sizes(len(counts), blocks)
+    block_of = np.empty(len(counts), dtype=np.int64)
     start = 0
     for b, n in enumerate(sizes):
         block_of[order[start:start + n]] = b
         start += n
+    return block_of, sizes
+
+
+def frequency_blocks(num_embeddings: int, blocks: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``(block id of every id, counts, block sizes)``: ids ranked by shipped frequency, cut geometrically."""
+    counts = token_counts(num_embeddings)
+    block_of, sizes = blocks_by_frequency(counts, blocks)
     return block_of, counts, sizes
 
 

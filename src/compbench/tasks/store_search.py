@@ -33,6 +33,7 @@ Protocol (the decisions are here so a reader can check them):
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, ClassVar
 
@@ -115,6 +116,7 @@ class StoreSearch(StoreTask):
     def data_files(self) -> list[str]:
         return sorted({f"{d}/{s}" for d, s, _ in SOURCES})
 
+    @functools.cached_property
     def _texts(self) -> tuple[list[str], list[tuple[str, str]]]:
         pairs = query_pairs()
         queries = {a for a, _ in pairs}
@@ -128,15 +130,15 @@ class StoreSearch(StoreTask):
 
     def corpus(self) -> list[str]:
         """The store's texts (queries excluded), in a fixed order."""
-        return self._texts()[0]
+        return self._texts[0]
 
     def query_texts(self) -> list[str]:
         """The held-out queries, in a fixed order."""
-        return [a for a, _ in self._texts()[1]]
+        return [a for a, _ in self._texts[1]]
 
     def targets(self) -> np.ndarray:
         """Row of each query's relevant document in the store."""
-        store, pairs = self._texts()
+        store, pairs = self._texts
         index = {t: i for i, t in enumerate(store)}
         return np.array([index[b] for _, b in pairs], dtype=np.int64)
 
