@@ -87,3 +87,12 @@ def format_ratio_floor(ratio: float) -> str:
     r = math.floor(ratio * 100) / 100
     text = f"{r:.2f}".rstrip("0").rstrip(".")
     return f"{text}x"
+
+
+class MemoryRefusal(CompbenchError):
+    """A cell would need more memory than this machine has available: refused before it starts (exit code 1)."""
+
+    def __init__(self, message: str, needed_bytes: int, available_bytes: int):
+        self.needed_bytes = int(needed_bytes)
+        self.available_bytes = int(available_bytes)
+        super().__init__(message)

@@ -35,7 +35,9 @@ from torch import nn
 from compbench.bench import measure
 from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.budget import reference_bytes
+from compbench.bench.context import TRACK_MODE
 from compbench.bench.measure import compare_lookup
+from compbench.bench.memory_guard import check_memory
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
 from compbench.bench.watchdog import FitTimeout, FitWatchdog, timeout_facts
@@ -161,11 +163,16 @@ def execute(ctx: Any, hooks: Any) -> Record:
         with phases.phase("tune"):
             ctx.method, tuning = tune(ctx, hooks, subject, budget.allowed_bytes, ctx.seeds[0])
         config = ctx.method.configure(v, d, budget.allowed_bytes)
+    memory_check: dict[str, Any] | None = None
+    if TRACK_MODE.get(ctx.config.track) == "posthoc":  # raises MemoryRefusal before the fit (bench/memory_guard.py)
+        memory_check = check_memory(ctx.method, v, d, config)
     provenance = collect()
     provenance["run_config"] = ctx.config.to_dict()
     measurements: dict[str, Any] = dict(subject.measurements)
     if tuning is not None:
         measurements["tuning"] = tuning
+    if memory_check is not None:
+        measurements["memory_check"] = memory_check
     seeds = list(ctx.seeds)
     multi = bool(getattr(hooks, "multi_seed", False))
     params = Params()

@@ -39,7 +39,7 @@ class Cell:
     method_version: int
     task_version: int
     skip_reason: str | None = None
-    skip_kind: str | None = None  # "track" | "device" | "budget"
+    skip_kind: str | None = None  # "track" | "device" | "budget" | "memory"
     reference_bytes: int | None = None  # known for budget skips
     reference: bool = False
     identity: Any = None  # CellIdentity
@@ -110,13 +110,19 @@ def resolve_cell(config: RunConfig) -> Cell:
         else:
             shape = table_shape(config, identity)
             if shape is not None:  # an unattainable budget is known without loading the model
-                from compbench.errors import UnattainableBudgetError
+                from compbench.bench.context import TRACK_MODE
+                from compbench.bench.memory_guard import check_memory
+                from compbench.errors import MemoryRefusal, UnattainableBudgetError
 
                 try:
-                    method.configure(shape[0], shape[1], budget.resolve(shape[0] * shape[1] * 4))
+                    mconfig = method.configure(shape[0], shape[1], budget.resolve(shape[0] * shape[1] * 4))
+                    if TRACK_MODE.get(config.track) == "posthoc":
+                        check_memory(method, shape[0], shape[1], mconfig)
                 except UnattainableBudgetError as exc:
                     cell.skip_reason, cell.skip_kind = str(exc), "budget"
                     cell.reference_bytes = exc.reference_bytes
+                except MemoryRefusal as exc:  # re-planned (and run) by a later sweep on a machine where it fits
+                    cell.skip_reason, cell.skip_kind = str(exc), "memory"
     return cell
 
 
@@ -185,7 +191,7 @@ def is_up_to_date(record: Record, cell: Cell) -> tuple[bool, str]:
         if limit is not None and (now is None or now > limit):
             return False, f"timed out under --max-fit-seconds {limit:g}; the limit is now {now or 'none'}"
     sweep = record.provenance.get("sweep") or {}
-    if record.status == "skipped" and sweep.get("skip") in ("track", "device") and cell.skip_reason is None:
+    if record.status == "skipped" and sweep.get("skip") in ("track", "device", "memory") and cell.skip_reason is None:
         return False, "was skipped before, can run now"
     recorded = sweep.get("fingerprint")
     if recorded is None and isinstance(record.provenance.get("run_config"), dict):

@@ -30,7 +30,14 @@ from compbench.bench.provenance import run_command  # noqa: F401 - re-exported
 from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
-from compbench.errors import CompbenchError, TrackError, UnattainableBudgetError, UsageError, first_line
+from compbench.errors import (
+    CompbenchError,
+    MemoryRefusal,
+    TrackError,
+    UnattainableBudgetError,
+    UsageError,
+    first_line,
+)
 
 MAX_OOM_RETRIES = 3
 
@@ -108,6 +115,11 @@ def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str
         except UnattainableBudgetError as exc:
             skip_kind = "budget"
             record = outcome_record(config, "skipped", str(exc), reference_bytes=exc.reference_bytes, skip=skip_kind)
+        except MemoryRefusal as exc:
+            skip_kind = "memory"
+            record = outcome_record(config, "skipped", str(exc), skip=skip_kind,
+                                    measurements={"memory_check": {"estimate_bytes": exc.needed_bytes,
+                                                                   "available_bytes": exc.available_bytes}})
         except CompbenchError as exc:
             record = outcome_record(config, "failed", str(exc))
         except MemoryError as exc:

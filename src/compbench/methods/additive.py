@@ -168,8 +168,11 @@ class _Additive(Method, ABC):
         x = np.ascontiguousarray(table.detach().float().cpu().numpy())
         m, nb = int(config["M"]), int(config["nbits"])
         q = self._train(_sample_rows(x, int(config["train_size"]), seed), config, seed)
-        codes = q.compute_codes(x)
-        return AdditiveEmbedding(torch.from_numpy(codes.copy()), _codebooks(q, m, nb, x.shape[1]), nb,
+        from compbench.methods.streaming import encode_blocks, rows_per_block
+
+        # block by block: the encoders' beam / ICM temporaries grow with the rows encoded at once
+        codes = encode_blocks(q.compute_codes, x, int(q.code_size), rows_per_block(m * (1 << nb) * 4 * 8))
+        return AdditiveEmbedding(torch.from_numpy(codes), _codebooks(q, m, nb, x.shape[1]), nb,
                                  quantizer=self.card.name)
 
 

@@ -143,6 +143,18 @@ class Method:
         return UnattainableBudgetError(self.card.name, budget_bytes, min_bytes, num_embeddings * embedding_dim * 4)
 
     # -- modes -----------------------------------------------------------------
+    #: peak resident memory of ``compress`` as a multiple of the table's fp32 bytes, the table included (see
+    #: ``peak_memory_bytes``); 3.0 is the streaming rule of issue 23, which the block-wise encoders and the Gram
+    #: route of ``methods/streaming.py`` keep. A method that cannot stream says so with a larger factor or
+    #: its own ``peak_memory_bytes``, and its docstring explains why.
+    memory_factor: ClassVar[float] = 3.0
+
+    def peak_memory_bytes(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any]) -> int:
+        """Estimated peak resident bytes of ``compress`` on a ``V x d`` table at ``config``, the fp32 table itself
+        included; the harness refuses a cell whose estimate exceeds the memory available (bench/memory_guard.py).
+        The default is ``memory_factor`` times the table's fp32 bytes plus 256 MiB of interpreter and libraries."""
+        return int(self.memory_factor * num_embeddings * embedding_dim * 4) + (256 << 20)
+
     def supports(self, mode: str) -> bool:
         """Whether the method supports ``mode`` ('posthoc' or 'train')."""
         return mode in self.card.modes

@@ -127,8 +127,13 @@ class _AutoEncoder(nn.Module):
         self.dec = nn.utils.skip_init(nn.Linear, k, d)
         with torch.no_grad():
             if init == "svd":
-                _, _, vh = torch.linalg.svd(table.double(), full_matrices=False)
-                comp = vh[:k].to(table.dtype)
+                from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, top_right_singular_vectors
+
+                if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS:  # the Gram route (streaming.py)
+                    comp = top_right_singular_vectors(table, k).to(table.dtype)
+                else:
+                    _, _, vh = torch.linalg.svd(table.double(), full_matrices=False)
+                    comp = vh[:k].to(table.dtype)
                 self.enc.weight.copy_(comp)
                 self.dec.weight.copy_(comp.T)
                 self.enc.bias.zero_()

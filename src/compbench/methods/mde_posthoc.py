@@ -55,9 +55,10 @@ def low_rank_block(rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.
     """``(T [n, width], P [width, d])`` minimising ``||rows - T P||_F`` (``P`` None when ``width >= d``)."""
     if width >= rows.shape[1]:
         return rows.clone(), None
-    _, _, vh = torch.linalg.svd(rows.double(), full_matrices=False)
-    proj = vh[:width]
-    return (rows.double() @ proj.T).float(), proj.float()
+    from compbench.methods.streaming import project_rows, top_right_singular_vectors
+
+    proj = top_right_singular_vectors(rows, width)  # exact SVD, or the Gram route on large blocks (streaming.py)
+    return project_rows(rows, proj, out_dtype=torch.float32), proj.float()
 
 
 @METHODS.register("mde-posthoc")

@@ -46,7 +46,14 @@ def pca_max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int, dty
 
 
 def principal_axes(table: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(coefficients [V, r], axes [r, d], mean [d])`` in float64, exact (full SVD of the centered table)."""
+    """``(coefficients [V, r], axes [r, d], mean [d])`` in float64, exact: the full SVD of the centred table
+    up to ``streaming.DIRECT_MAX_ELEMENTS`` entries, the covariance's ``eigh`` (Gram route) beyond."""
+    from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, column_mean, project_rows, top_right_singular_vectors
+
+    if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
+        mean = column_mean(table)
+        axes = top_right_singular_vectors(table, rank, mean)
+        return project_rows(table, axes, mean), axes, mean
     x = table.detach().double()
     mean = x.mean(dim=0)
     _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)

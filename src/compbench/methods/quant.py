@@ -124,16 +124,22 @@ class _IntQuant(_Quant):
         return num_embeddings * packed_width(embedding_dim, self.bits) + num_embeddings * groups * 8
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
+        from compbench.methods.streaming import row_blocks, rows_per_block
+
         v, d = table.shape
         g = int(config["group_size"])
-        x = table.float().reshape(v, d // g, g)
-        lo = x.amin(dim=-1)
-        hi = x.amax(dim=-1)
         levels = (1 << self.bits) - 1
-        step = (hi - lo) / levels
-        step = torch.where(step > 0, step, torch.ones_like(step))
-        q = torch.round((x - lo.unsqueeze(-1)) / step.unsqueeze(-1)).clamp_(0, levels).to(torch.uint8)
-        return AffineQuantEmbedding(pack(q.reshape(v, d), self.bits), lo, step, self.bits, d, g)
+        codes, los, steps = [], [], []
+        for s in row_blocks(v, rows_per_block(d * 16)):  # block by block: bounded float temporaries
+            x = table[s].float().reshape(-1, d // g, g)
+            lo = x.amin(dim=-1)
+            step = (x.amax(dim=-1) - lo) / levels
+            step = torch.where(step > 0, step, torch.ones_like(step))
+            q = torch.round((x - lo.unsqueeze(-1)) / step.unsqueeze(-1)).clamp_(0, levels).to(torch.uint8)
+            codes.append(pack(q.reshape(-1, d), self.bits))
+            los.append(lo)
+            steps.append(step)
+        return AffineQuantEmbedding(torch.cat(codes), torch.cat(los), torch.cat(steps), self.bits, d, g)
 
 
 @METHODS.register("quant-int8")

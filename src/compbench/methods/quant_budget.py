@@ -71,21 +71,36 @@ class ScalarQuantEmbedding(CompressedEmbedding):
 
 
 def quantize(table: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype) -> ScalarQuantEmbedding:
-    """The ``quant`` codes of ``table`` at ``bits`` with per-group scales stored as ``scale_dtype``."""
+    """The ``quant`` codes of ``table`` at ``bits`` with per-group scales stored as ``scale_dtype``.
+
+    Rows are encoded block by block (``streaming.rows_per_block``): the float temporaries stay a few MiB
+    whatever ``V`` (a 131,072 x 384 table peaked at 7 GiB when encoded at once)."""
+    from compbench.methods.streaming import row_blocks, rows_per_block
+
     v, d = table.shape
-    x = table.detach().float().reshape(v, d // group, group)
+    parts = [_quantize_rows(table[s], bits, group, scale_dtype)
+             for s in row_blocks(v, rows_per_block(d * (8 * bits + 16)))]
+    codes = torch.cat([p[0] for p in parts])
+    scales = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
+    return ScalarQuantEmbedding(codes, scales, bits, d, group)
+
+
+def _quantize_rows(rows: torch.Tensor, bits: int, group: int,
+                   scale_dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Packed codes and scales of a block of rows (see :func:`quantize`)."""
+    v, d = rows.shape
+    x = rows.detach().float().reshape(v, d // group, group)
     if bits == 1:
         scale = x.abs().mean(dim=-1).to(scale_dtype)
         codes = (x > 0).to(torch.uint8).reshape(v, d)
-        return ScalarQuantEmbedding(pack_rows(codes, 1), {"scale": scale}, 1, d, group)
+        return pack_rows(codes, 1), {"scale": scale}
     levels = (1 << bits) - 1
     lo = x.amin(dim=-1).to(scale_dtype)
     step = ((x.amax(dim=-1) - lo.float()) / levels)
     step = torch.where(step > 0, step, torch.ones_like(step)).to(scale_dtype)
     step = torch.where(step.float() > 0, step, torch.ones_like(step))  # an fp16 underflow to 0
     q = torch.round((x - lo.float().unsqueeze(-1)) / step.float().unsqueeze(-1)).clamp_(0, levels)
-    return ScalarQuantEmbedding(pack_rows(q.to(torch.uint8).reshape(v, d), bits), {"lo": lo, "step": step},
-                                bits, d, group)
+    return pack_rows(q.to(torch.uint8).reshape(v, d), bits), {"lo": lo, "step": step}
 
 
 @METHODS.register("quant")

@@ -232,8 +232,11 @@ class RaBitQ(Method):
         else:
             index = inner
         index.train(x)  # the rotation is already initialised; IndexRaBitQ.train takes the mean of the rows
-        codes = index.sa_encode(x)
+        from compbench.methods.streaming import encode_blocks, rows_per_block
+
+        # block by block: sa_encode would rotate all rows at once (a second copy of the table)
+        codes = encode_blocks(index.sa_encode, x, int(index.sa_code_size()), rows_per_block(4 * (d + dims) * 2))
         center = faiss.vector_to_array(inner.center).astype(np.float32)
-        return RaBitQEmbedding(torch.from_numpy(codes.copy()), torch.from_numpy(center), nb,
+        return RaBitQEmbedding(torch.from_numpy(codes), torch.from_numpy(center), nb,
                                rotation_seed=int(seed) if rotated else None,
                                decode=str(config.get("decode", "faiss")), dim=d)

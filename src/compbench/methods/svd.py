@@ -3,7 +3,10 @@
 ``E ~= (U_r S_r) V_r^T`` with both factors stored in fp32 (``4 r (V + d)`` bytes), or in fp16 with
 ``-o dtype=float16`` (``2 r (V + d)``: about twice the rank; a tuning candidate, see ``tuning_space``).
 The rank is the largest that fits the budget (as ``get_lin_rec_latent_dim`` in
-the direction-AE paper's code). Computed exactly with ``torch.linalg.svd``.
+the direction-AE paper's code). Computed exactly with ``torch.linalg.svd`` on tables up to
+``streaming.DIRECT_MAX_ELEMENTS`` entries; larger tables take the Gram route of :mod:`compbench.methods.streaming`
+(``eigh`` of ``X^T X`` accumulated block by block, then ``A = X B^T`` block by block), which gives the same
+truncated factors (Eckart-Young) within about 3x the table's fp32 size at peak instead of ~6x.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import at_least
+from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, project_rows, top_right_singular_vectors
 
 
 class LowRankEmbedding(CompressedEmbedding):
@@ -105,6 +109,12 @@ class SVD(Method):
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         r = int(config["rank"])
+        if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
+            b = top_right_singular_vectors(table, r)  # the Gram route (streaming.py), sign-fixed like below
+            a = project_rows(table, b, out_dtype=torch.float32)
+            if config.get("dtype", "float32") == "float16":
+                return HalfLowRankEmbedding(a, b.float())
+            return LowRankEmbedding(a, b.float())
         u, s, vh = torch.linalg.svd(table.double(), full_matrices=False)
         # sign convention: make the largest-magnitude entry of each right singular vector positive
         idx = vh[:r].abs().argmax(dim=1)
