@@ -104,10 +104,15 @@ def test_words_run_cell_svd_and_dense(tmp_path):
     assert rec.status == "ok" and rec.key == "words/simlex999/quant-binary/18x/cpu-2t-s0"
     assert rec.budget.reference_bytes == 400_000 * 50 * 4
     assert rec.budget.stored_bytes <= rec.budget.allowed_bytes
-    assert rec.metrics.dense_score == pytest.approx(DENSE["simlex999"], abs=TOL)
+    from compbench.tasks.words import SimLex999, load_glove
+
+    glove = load_glove()
+    dense_test_half = word_pair_spearman(glove.vectors, glove.words, SimLex999().items())["spearman"]
+    assert rec.metrics.dense_score == pytest.approx(dense_test_half, abs=1e-6)
     assert 0.3 < rec.metrics.retention < 1.05
     assert rec.model["name"] == "glove-6B-50d"
-    assert list(rec.task.data_sha256) == ["gensim:test_data/simlex999.txt"]
+    assert list(rec.task.data_sha256) == ["gensim:test_data/simlex999.txt", "test half"]
+    assert rec.task.version == 2
     # the dense reference cell was written first
     assert store.exists("words/simlex999/dense/1x/cpu-2t-s0")
 
@@ -128,3 +133,60 @@ def test_words_fidelity_task():
     out = WordsFidelity().evaluate(WordsContext(t, t, [str(i) for i in range(500)]))
     assert out["mean_row_cosine"] == pytest.approx(1.0) and out["knn10_overlap"] == pytest.approx(1.0)
     assert np.isclose(out["rel_frobenius_error"], 0.0)
+
+
+def test_word_sets_split_into_disjoint_halves_by_a_fixed_rule():
+    import random
+
+    from compbench.tasks.words import Analogy, SimLex999, WordSim353, split_half
+
+    for task, n in ((WordSim353(), 353), (SimLex999(), 999)):
+        test, val = task.items(), task.validation().items()
+        assert len(test) + len(val) == n and abs(len(test) - len(val)) <= 1
+        assert not {tuple(p[:2]) for p in test} & {tuple(p[:2]) for p in val}
+        assert task.validation().card.name == f"{task.card.name}-validation"
+    test, val = Analogy().items(), Analogy().validation().items()
+    assert len(test) + len(val) == 19_544 and not set(test) & set(val)
+    assert {q[0] for q in test} == {q[0] for q in val}  # every section on both sides
+    # the rule depends only on each item's text: a shuffled file keeps every item's side
+    pairs = read_word_pairs(gensim_test_file("wordsim353.tsv"))
+    shuffled = list(pairs)
+    random.Random(0).shuffle(shuffled)
+
+    def key(p):
+        return f"{p[0]}\t{p[1]}"
+
+    assert set(split_half(shuffled, key, "test")) == set(split_half(pairs, key, "test"))
+
+
+def test_words_tuning_reads_only_the_validation_half_and_a_poisoned_test_half_changes_nothing(monkeypatch):
+    from compbench.bench.runner import run_cell
+    from compbench.config import RunConfig
+    from compbench.tasks import words as words_mod
+
+    calls: list[set] = []
+    real = words_mod.word_pair_spearman
+
+    def spy(table, words, pairs, **kw):
+        calls.append({(a, b) for a, b, _ in pairs})
+        return real(table, words, pairs, **kw)
+
+    monkeypatch.setattr(words_mod, "word_pair_spearman", spy)
+    cfg = RunConfig(method="svd", budget="10x", track="words", task="simlex999", threads=1, lookup_iters=2, tune=True)
+    clean = run_cell(cfg, None)
+    assert len(calls) == 3  # two candidates on the validation half, then the test half once
+    assert not (calls[0] | calls[1]) & calls[2]
+    tuning = clean.measurements["tuning"]
+    assert tuning["validation"]["task"] == "simlex999-validation"
+    test_keys = calls[2]
+    real_read = words_mod.read_word_pairs
+
+    def poisoned(path, delimiter="\t"):  # reverse the gold scores of every test-half pair
+        return [(a, b, -s if (a, b) in test_keys else s) for a, b, s in real_read(path, delimiter)]
+
+    monkeypatch.setattr(words_mod, "read_word_pairs", poisoned)
+    bad = run_cell(cfg, None)
+    assert bad.measurements["tuning"]["chosen_options"] == tuning["chosen_options"]
+    assert [r.get("validation_score") for r in bad.measurements["tuning"]["candidates"]] == \
+        [r.get("validation_score") for r in tuning["candidates"]]
+    assert bad.metrics.main == pytest.approx(-clean.metrics.main, abs=1e-9)

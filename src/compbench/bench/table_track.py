@@ -22,7 +22,8 @@ from compbench.bench.lifecycle import Outcome, Subject
 
 class TableHooks(ABC):
     """Subclasses implement :meth:`load` (returning a Subject whose ``state`` holds ``table`` and ``evaluate``,
-    a ``(candidate_table, dense_table, seed) -> (scores, items or None)`` function)."""
+    a ``(task, candidate_table, dense_table, seed) -> (scores, items or None)`` function; ``task`` is the evaluating
+    context's task, so tuning's validation task is the one that runs)."""
 
     def __init__(self, ctx: Any):
         self.ctx = ctx
@@ -33,7 +34,7 @@ class TableHooks(ABC):
 
     @staticmethod
     def subject(ctx: Any, table: torch.Tensor, model: dict[str, Any],
-                evaluate: Callable[[torch.Tensor, torch.Tensor, int], tuple[dict[str, float], Any]] | None = None,
+                evaluate: Callable[[Any, torch.Tensor, torch.Tensor, int], tuple[dict[str, float], Any]] | None = None,
                 measurements: dict[str, Any] | None = None) -> Subject:
         """A Subject for the fp32 ``table [n, d]`` (its fp32 size is the reference bytes); ``evaluate`` is what
         :meth:`evaluate` calls (None for tracks that override :meth:`evaluate`)."""
@@ -53,7 +54,7 @@ class TableHooks(ABC):
         """Evaluate the materialised table against the dense one."""
         with torch.inference_mode():
             table = module.materialize().float().cpu()  # type: ignore[operator]
-        scores, items = subject.state["evaluate"](table, subject.state["table"], seed)
+        scores, items = subject.state["evaluate"](ctx.task, table, subject.state["table"], seed)
         return Outcome(scores=scores, items=items)
 
     def dense_module(self, ctx: Any, subject: Subject) -> nn.Module:

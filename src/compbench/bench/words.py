@@ -29,8 +29,8 @@ class WordsHooks(TableHooks):
         glove = load_glove()
         words = glove.words
 
-        def evaluate(table: Any, dense: Any, seed: int) -> tuple[dict[str, float], Any]:
+        def evaluate(task: Any, table: Any, dense: Any, seed: int) -> tuple[dict[str, float], Any]:
             wctx = WordsContext(table, dense, words, seed=seed)
-            return ctx.task.evaluate(wctx), wctx.items
+            return task.evaluate(wctx), wctx.items  # the caller's task: the validation half while tuning
 
         return self.subject(ctx, glove.vectors, glove.info, evaluate)

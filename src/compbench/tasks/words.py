@@ -22,12 +22,23 @@ vectorised in torch and checked against gensim itself in ``tests/test_words.py``
   questions remain, for every method alike. Dense GloVe 50d scores 0.4969 here (the
   often-quoted ~0.47 is over the top 100,000 words: 19,230 questions, 0.4700).
 - ``fidelity``: :func:`compbench.tasks.posthoc.table_fidelity` of the compressed table.
+
+Validation and test halves (task version 2): each word set is split once, by a fixed rule that depends only on
+each item's text (:data:`SPLIT_RULE`: order items by the sha256 of their lower-cased words, first half to
+validation; the analogy set within each section). ``wordsim353``, ``simlex999`` and ``analogy`` report the test
+half; ``--tune on`` chooses a method's options on the validation half (``<task>-validation``) and never reads a
+test item. WordSim-353: 177 validation / 176 test pairs; SimLex-999: 500 / 499; analogy: 9,773 / 9,771
+questions before the top-30k restriction. ``fidelity`` has no held-out items: it scores the table itself, which
+is the methods' training data, so its ``validation()`` is itself. Version 1 records (whole sets) are stale.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -161,6 +172,47 @@ def read_analogies(path: Path) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+#: how the words tasks split each word set into a validation half (tuning reads it) and a test half (reported)
+SPLIT_RULE = ("items ordered by the sha256 of their lower-cased words joined by tabs (analogy: within each of its 14 "
+              "sections); the first half, rounded up, is the validation half, the rest the test half")
+SPLITS = ("validation", "test")
+
+
+def split_half(items: Sequence[Any], key: Callable[[Any], str], part: str,
+               group: Callable[[Any], str] | None = None) -> list[Any]:
+    """The ``part`` ("validation" or "test") half of ``items`` by :data:`SPLIT_RULE` (file order kept).
+
+    The rule depends only on each item's text, so a reordered or extended file keeps every item's side."""
+    if part not in SPLITS:
+        raise ValueError(f"part must be one of {SPLITS}, got {part!r}")
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(group(item) if group else "", []).append(i)
+    keep: set[int] = set()
+    for idx in groups.values():
+        ranked = sorted(idx, key=lambda i: (hashlib.sha256(key(items[i]).lower().encode()).hexdigest(), i))
+        half = (len(ranked) + 1) // 2
+        keep.update(ranked[:half] if part == "validation" else ranked[half:])
+    return [item for i, item in enumerate(items) if i in keep]
+
+
+def _pair_key(p: tuple[str, str, float]) -> str:
+    return f"{p[0]}\t{p[1]}"
+
+
+def _analogy_key(q: tuple[str, str, str, str, str]) -> str:
+    return "\t".join(q[1:])
+
+
+def items_sha256(items: Sequence[Any]) -> str:
+    """sha256 of a split's items (recorded with a tuned cell's validation data)."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(repr(tuple(item)).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def _upper_vocab(words: Sequence[str], restrict: int) -> dict[str, int]:
     """gensim's case-insensitive vocabulary: upper-cased word -> its most frequent row among the first ``restrict``."""
     ok: dict[str, int] = {}
@@ -267,52 +319,71 @@ class WordsContext:
 
 
 class WordsTask(Task):
-    """A task on a (compressed) word-vector table."""
+    """A task on a (compressed) word-vector table.
+
+    The word-set tasks score the **test half** of their set (:data:`SPLIT_RULE`); ``validation()`` gives the same
+    task on the other half, which ``--tune on`` reads. (Until task version 2 the whole set was scored.)"""
 
     files: tuple[str, ...] = ()
+    split: str = "test"
+
+    def items(self) -> list[Any]:  # pragma: no cover - the word-set tasks override it
+        """This split's items of the word set."""
+        return []
+
+    def validation(self) -> WordsTask:
+        """The same protocol on the validation half (a task named ``<name>-validation``)."""
+        if not self.files:
+            return self
+        val = copy.copy(self)
+        val.split = "validation"
+        val.card = dataclasses.replace(self.card, name=f"{self.card.name}-validation")
+        return val
 
     def data_sha256(self) -> dict[str, str]:
-        """sha256 of the gensim test files this task reads (the runner records it)."""
-        return {f"gensim:test_data/{f}": _sha256(gensim_test_file(f)) for f in self.files}
+        """sha256 of the gensim test files this task reads and of its split's items (the runner records it)."""
+        out = {f"gensim:test_data/{f}": _sha256(gensim_test_file(f)) for f in self.files}
+        if self.files:
+            out[f"{self.split} half"] = items_sha256(self.items())
+        return out
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 def _pairs_card(name: str, dataset: str) -> TaskCard:
-    return TaskCard(name, 1, "words", "spearman", True, 0.005, dataset,
+    return TaskCard(name, 2, "words", "spearman", True, 0.005, dataset,
                     "Spearman of cosine similarity vs human scores (gensim evaluate_word_pairs protocol: "
-                    "case-insensitive, 300,000 most frequent words, OOV pairs skipped), GloVe 6B 50d")
+                    "case-insensitive, 300,000 most frequent words, OOV pairs skipped) on the test half of the set "
+                    "(the validation half is for tuning), GloVe 6B 50d")
+
+
+class _PairsTask(WordsTask):
+    def items(self) -> list[Any]:
+        return split_half(read_word_pairs(gensim_test_file(self.files[0])), _pair_key, self.split)
+
+    def evaluate(self, ctx: WordsContext) -> dict[str, float]:
+        found: list[Any] = []
+        out = word_pair_spearman(ctx.table, ctx.words, self.items(), items_out=found)
+        ctx.items = found[0] if found else None
+        return out
 
 
 @TASKS.register("words/wordsim353")
-class WordSim353(WordsTask):
+class WordSim353(_PairsTask):
     """WordSim-353 (Finkelstein et al. 2002), gensim's copy."""
 
     files = ("wordsim353.tsv",)
     card = _pairs_card("wordsim353", "wordsim353")
 
-    def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        found: list[Any] = []
-        out = word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])),
-                                 items_out=found)
-        ctx.items = found[0] if found else None
-        return out
-
 
 @TASKS.register("words/simlex999")
-class SimLex999(WordsTask):
+class SimLex999(_PairsTask):
     """SimLex-999 (Hill et al. 2015), gensim's copy."""
 
     files = ("simlex999.txt",)
     card = _pairs_card("simlex999", "simlex999")
 
-    def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        found: list[Any] = []
-        out = word_pair_spearman(ctx.table, ctx.words, read_word_pairs(gensim_test_file(self.files[0])),
-                                 items_out=found)
-        ctx.items = found[0] if found else None
-        return out
 
 
 @TASKS.register("words/analogy")
@@ -320,13 +391,18 @@ class Analogy(WordsTask):
     """Google analogy set, 3CosAdd among the 30,000 most frequent words."""
 
     files = ("questions-words.txt",)
-    card = TaskCard("analogy", 1, "words", "accuracy", True, 0.005, "google-analogy",
+    card = TaskCard("analogy", 2, "words", "accuracy", True, 0.005, "google-analogy",
                     "3CosAdd accuracy (gensim evaluate_word_analogies protocol) among the 30,000 most frequent "
-                    "words; questions with a word outside them are skipped (14,877 of 19,544 remain)")
+                    "words; questions with a word outside them are skipped (14,877 of 19,544 remain); the test "
+                    "half of every section (the validation half is for tuning)")
+
+    def items(self) -> list[Any]:
+        return split_half(read_analogies(gensim_test_file(self.files[0])), _analogy_key, self.split,
+                          group=lambda q: q[0])
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:
         found: list[Any] = []
-        out = analogy_accuracy(ctx.table, ctx.words, read_analogies(gensim_test_file(self.files[0])), items_out=found)
+        out = analogy_accuracy(ctx.table, ctx.words, self.items(), items_out=found)
         ctx.items = found[0] if found else None
         return out
 
@@ -344,7 +420,7 @@ class WordsFidelity(WordsTask):
         return table_fidelity(ctx.dense_table, ctx.table)
 
 
-__all__ = ["Analogy", "SimLex999", "WordSim353", "WordTable", "WordsContext", "WordsFidelity", "WordsTask",
+__all__ = ["SPLIT_RULE", "Analogy", "SimLex999", "WordSim353", "WordTable", "WordsContext", "WordsFidelity", "WordsTask",
            "analogy_accuracy", "gensim_test_file", "load_glove", "read_analogies", "read_word_pairs",
-           "word_pair_spearman"]
+           "split_half", "word_pair_spearman"]
 
