@@ -101,6 +101,12 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
         index = "../" * depth
         files[f"{board.page}.md"] = render.page_markdown(board, png_names, index + "index.md").encode()
         files[f"{board.page}.html"] = render.page_html(board, pngs, index + "index.html").encode()
+    from compbench.leaderboard.model_compare import comparison_rows
+    from compbench.leaderboard.model_compare import render_markdown as models_markdown
+
+    comparison = comparison_rows(records)
+    if comparison and (not tracks or "posthoc" in tracks):  # the same methods on two encoders
+        files["posthoc/models.md"] = models_markdown(comparison).encode()
     overviews = build_overview(boards)
     files["index.md"] = render.index_markdown(overviews, ".md", n_records).encode()
     files["index.html"] = render.index_html(overviews, n_records).encode()
