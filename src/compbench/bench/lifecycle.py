@@ -171,8 +171,8 @@ def execute(ctx: Any, hooks: Any) -> Record:
     measurements: dict[str, Any] = dict(subject.measurements)
     if tuning is not None:
         measurements["tuning"] = tuning
-    if memory_check is not None:
-        measurements["memory_check"] = memory_check
+    if memory_check is not None:  # the estimate, not the machine's free memory (which varies run to run)
+        measurements["memory_check"] = {k: memory_check[k] for k in ("estimate_bytes", "table_bytes")}
     seeds = list(ctx.seeds)
     multi = bool(getattr(hooks, "multi_seed", False))
     params = Params()

@@ -8,10 +8,18 @@
 - ``mr``, ``cr``, ``subj``, ``mpqa``: the same classifier with 10-fold stratified
   cross-validation (shuffle with a fixed seed 0), as in SentEval; mean accuracy.
 - ``fidelity``: how closely the compressed table reproduces the dense one.
+
+Validation data for ``--tune on`` (never a test item): STS-B's validation split for ``stsb``; for the
+classification tasks the train track's carve (stratified 10%, at most 2,000 items, split seed 0) -- of the train
+split for ``sst2``/``trec`` (the probe is fitted on the rest of train), of all items for the CV tasks, whose
+reported CV then runs over the other items (task version 2 of ``mr``/``cr``/``subj``/``mpqa``). ``fidelity``
+has no validation split (``--tune on`` refuses it with one line).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -125,30 +133,70 @@ def _logreg(seed: int) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
 
 
-class _TrainTestClassification(PosthocTask):
+def validation_carve(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, validation)`` positions: the train track's carve (stratified 10% of the split, at most 2,000 items,
+    split seed 0; ``tasks/train.py``), so both tracks hold out the same validation items of a task."""
+    from compbench.tasks.train import SPLIT_SEED, stratified_carve
+
+    return stratified_carve(np.asarray(labels), VAL_FRACTION, SPLIT_SEED, VAL_MAX)
+
+
+#: the train track's default carve (``TrainRecipe.val_fraction`` / ``val_max``)
+VAL_FRACTION, VAL_MAX = 0.1, 2000
+
+
+class _ClassificationTask(PosthocTask):
     dataset: ClassVar[str]
+    split: str = "test"
+
+    def validation(self) -> PosthocTask:
+        """The same probe scored on the validation carve only (``<name>-validation``): what tuning reads."""
+        val = copy.copy(self)
+        val.split = "validation"
+        val.card = dataclasses.replace(self.card, name=f"{self.card.name}-validation")
+        return val
+
+
+class _TrainTestClassification(_ClassificationTask):
+    """Train -> test. Validation (tuning only): the probe is fitted on train minus the carve and scored on the
+    carve (:func:`validation_carve`); the test split is never read."""
 
     def data_files(self) -> list[str]:
-        return [f"{self.dataset}/train", f"{self.dataset}/test"]
+        return [f"{self.dataset}/train"] if self.split == "validation" else [f"{self.dataset}/train",
+                                                                             f"{self.dataset}/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
         from compbench.datasets import load_split
 
-        train, test = load_split(self.dataset, "train"), load_split(self.dataset, "test")
+        train = load_split(self.dataset, "train")
+        ytr_all = np.asarray(train["label"])
+        if self.split == "validation":
+            rest, val = validation_carve(ytr_all)
+            texts = list(train["text"])
+            fit_texts, fit_y = [texts[i] for i in rest], ytr_all[rest]
+            test_texts, test_y = [texts[i] for i in val], ytr_all[val]
+        else:
+            test = load_split(self.dataset, "test")
+            fit_texts, fit_y = train["text"], ytr_all
+            test_texts, test_y = test["text"], np.asarray(test["label"])
         with ctx.encoder.swapped(ctx.table) as enc:
-            xtr = enc.encode(train["text"], ctx.batch_size)
-            xte = enc.encode(test["text"], ctx.batch_size)
+            xtr = enc.encode(fit_texts, ctx.batch_size)
+            xte = enc.encode(test_texts, ctx.batch_size)
         from compbench.bench.stats import Items
 
-        clf = _logreg(0).fit(xtr, np.asarray(train["label"]))
-        correct = clf.predict(xte) == np.asarray(test["label"])
+        clf = _logreg(0).fit(xtr, fit_y)
+        correct = clf.predict(xte) == test_y
         ctx.items = Items("mean", correct.astype(np.float64))
-        return {"accuracy": float(correct.mean()), "n_train": float(len(train)), "n_test": float(len(test))}
+        return {"accuracy": float(correct.mean()), "n_train": float(len(fit_y)), "n_test": float(len(test_y))}
 
 
-class _CVClassification(PosthocTask):
-    dataset: ClassVar[str]
+class _CVClassification(_ClassificationTask):
+    """k-fold CV (task version 2). The validation carve (:func:`validation_carve` of all items) is held out of the
+    reported CV, which runs over the other items; tuning scores a 5-fold CV over the carve alone, so it never
+    reads an item the reported score is computed on."""
+
     folds: ClassVar[int] = 10
+    validation_folds: ClassVar[int] = 5
 
     def data_files(self) -> list[str]:
         return [f"{self.dataset}/all"]
@@ -159,14 +207,19 @@ class _CVClassification(PosthocTask):
         from compbench.datasets import load_split
 
         data = load_split(self.dataset, "all")
+        y_all = np.asarray(data["label"])
+        rest, val = validation_carve(y_all)
+        keep = val if self.split == "validation" else rest
+        folds = self.validation_folds if self.split == "validation" else self.folds
+        texts = list(data["text"])
         with ctx.encoder.swapped(ctx.table) as enc:
-            x = enc.encode(data["text"], ctx.batch_size)
+            x = enc.encode([texts[i] for i in keep], ctx.batch_size)
         from compbench.bench.stats import Items
 
-        y = np.asarray(data["label"])
+        y = y_all[keep]
         accs = []
         correct = np.zeros(len(y))
-        for tr, te in StratifiedKFold(self.folds, shuffle=True, random_state=0).split(x, y):
+        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
             clf = _logreg(0).fit(x[tr], y[tr])
             hit = clf.predict(x[te]) == y[te]
             correct[te] = hit
@@ -174,15 +227,17 @@ class _CVClassification(PosthocTask):
         # the interval is of the pooled accuracy over every item (each is tested once); the main score is the
         # mean of the fold accuracies, which differs from it by at most the folds' size difference
         ctx.items = Items("mean", correct)
-        return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "folds": float(self.folds)}
+        return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "folds": float(folds),
+                "n_items": float(len(y))}
 
 
-def _cls_card(name: str, protocol: str) -> TaskCard:
-    return TaskCard(name, 1, "posthoc", "accuracy", True, 0.01, name, protocol)
+def _cls_card(name: str, protocol: str, version: int = 1) -> TaskCard:
+    return TaskCard(name, version, "posthoc", "accuracy", True, 0.01, name, protocol)
 
 
 _TT = "logistic regression (StandardScaler, C=1) on frozen normalised sentence embeddings, train -> test accuracy"
-_CV = "logistic regression (StandardScaler, C=1) on frozen normalised sentence embeddings, 10-fold stratified CV (seed 0)"
+_CV = ("logistic regression (StandardScaler, C=1) on frozen normalised sentence embeddings, 10-fold stratified CV "
+       "(seed 0) over the items outside the validation carve (stratified 10%, at most 2,000, split seed 0)")
 
 
 @TASKS.register("posthoc/sst2")
@@ -206,7 +261,7 @@ class MR(_CVClassification):
     """MR polarity, 10-fold CV."""
 
     dataset = "mr"
-    card = _cls_card("mr", _CV)
+    card = _cls_card("mr", _CV, version=2)
 
 
 @TASKS.register("posthoc/cr")
@@ -214,7 +269,7 @@ class CR(_CVClassification):
     """CR polarity, 10-fold CV."""
 
     dataset = "cr"
-    card = _cls_card("cr", _CV)
+    card = _cls_card("cr", _CV, version=2)
 
 
 @TASKS.register("posthoc/subj")
@@ -222,7 +277,7 @@ class SUBJ(_CVClassification):
     """SUBJ subjectivity, 10-fold CV."""
 
     dataset = "subj"
-    card = _cls_card("subj", _CV)
+    card = _cls_card("subj", _CV, version=2)
 
 
 @TASKS.register("posthoc/mpqa")
@@ -230,7 +285,7 @@ class MPQA(_CVClassification):
     """MPQA polarity, 10-fold CV."""
 
     dataset = "mpqa"
-    card = _cls_card("mpqa", _CV)
+    card = _cls_card("mpqa", _CV, version=2)
 
 
 def table_fidelity(dense: torch.Tensor, approx: torch.Tensor, *, n_queries: int = 1000, k: int = 10) -> dict[str, float]:
