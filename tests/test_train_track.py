@@ -271,3 +271,32 @@ def test_recorded_settings_replay(cache) -> None:
     rec = run_cell(tiny(extra={"max_steps": 2}), cache=cache)
     cfg = RunConfig(**{**rec.provenance["run_config"], "seeds": None})
     assert prepare(replace(cfg, threads=1)).key == rec.key
+
+
+def test_tuning_chooses_lr_and_patience_on_validation_only(cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tune on, train track: 6 lr x patience candidates trained with seed 0 and scored on validation only (the
+    test split is never evaluated while tuning); the seeds then train and test once with the choice."""
+    import compbench.bench.train as train_mod
+    from compbench.bench.train import recipe_space
+
+    calls: list[str] = []
+    real = train_mod.evaluate_accuracy
+
+    def spy(model, split, *a, **kw):
+        calls.append("test" if kw.get("per_item") is not None else "val")
+        return real(model, split, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate_accuracy", spy)
+    rec = run_cell(tiny(seeds=(0, 1), tune=True, extra={"max_steps": 3}), cache=cache)
+    assert rec.status == "ok", rec.error
+    assert "+tuned" in rec.key.split("/")[2]
+    t = rec.measurements["tuning"]
+    base_lr = get_task("train", "trec").recipe.lr
+    assert len(t["space"]) == 6 and t["space"][0]["lr"] == pytest.approx(base_lr)
+    assert sorted({c["lr"] for c in t["space"]}) == pytest.approx(sorted([base_lr / 3, base_lr, base_lr * 3]))
+    assert sorted({c["patience"] for c in t["space"]}) == [get_task("train", "trec").recipe.patience,
+                                                           2 * get_task("train", "trec").recipe.patience]
+    assert all(r["status"] == "ok" and 0 <= r["validation_score"] <= 1 for r in t["candidates"])
+    assert rec.measurements["recipe"]["lr"] == pytest.approx(t["space"][t["chosen"]]["lr"])
+    assert calls.count("test") == 2  # one test evaluation per seed, none while tuning
+    assert recipe_space(get_task("train", "trec").recipe)[0] == t["space"][0]

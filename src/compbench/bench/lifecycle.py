@@ -160,8 +160,12 @@ def execute(ctx: Any, hooks: Any) -> Record:
     if ctx.config.tune:  # choose the options on validation data; the test split is read once, below
         from compbench.bench.tuning import tune
 
+        own = getattr(hooks, "tune_recipe", None)  # a track that tunes its own recipe (train: lr, patience)
         with phases.phase("tune"):
-            ctx.method, tuning = tune(ctx, hooks, subject, budget.allowed_bytes, ctx.seeds[0])
+            if own is not None:
+                tuning = own(ctx, subject, config, ctx.seeds[0])
+            else:
+                ctx.method, tuning = tune(ctx, hooks, subject, budget.allowed_bytes, ctx.seeds[0])
         config = ctx.method.configure(v, d, budget.allowed_bytes)
     memory_check: dict[str, Any] | None = None
     if TRACK_MODE.get(ctx.config.track) == "posthoc":  # raises MemoryRefusal before the fit (bench/memory_guard.py)

@@ -34,6 +34,7 @@ accounting) and achieved ratio, and the embedding module's lookup throughput aga
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import statistics
@@ -234,9 +235,23 @@ class NonFiniteLoss(CompbenchError):
     """Training diverged (NaN / inf loss)."""
 
 
+#: learning-rate multipliers and patience multipliers tried by ``--tune on`` on the train track (the task's
+#: recipe first): 3 learning rates a factor of 3 apart (the usual coarse grid for AdamW) x the recipe's patience
+#: and twice it (slow-converging compressed embeddings can need more evaluations without improvement)
+LR_FACTORS = (1.0, 1 / 3, 3.0)
+PATIENCE_FACTORS = (1, 2)
+
+
+def recipe_space(recipe: TrainRecipe) -> list[dict[str, Any]]:
+    """The recipe candidates of train-track tuning: ``lr`` x ``patience`` (6; the recipe's own first)."""
+    return [{"lr": float(f"{recipe.lr * lf:.6g}"), "patience": int(recipe.patience * pf)}
+            for pf in PATIENCE_FACTORS for lf in LR_FACTORS]
+
+
 def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRecipe, *, seed: int,
-               device: torch.device, eval_batch_size: int) -> SeedResult:
-    """Train ``model`` with ``recipe`` (early stopping on ``data["val"]``), restore the best state, test it."""
+               device: torch.device, eval_batch_size: int, test: bool = True) -> SeedResult:
+    """Train ``model`` with ``recipe`` (early stopping on ``data["val"]``), restore the best state, test it
+    (``test=False``, for tuning: the test split is not read; ``test_accuracy`` is NaN)."""
     train = data["train"]
     n = len(train)
     spe = math.ceil(n / recipe.batch_size)
@@ -301,7 +316,10 @@ def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRec
     if best_state is not None:
         model.load_state_dict(best_state)
     test_items: list[np.ndarray] = []
-    test_acc, test_time = evaluate_accuracy(model, data["test"], eval_batch_size, device, per_item=test_items)
+    if test:
+        test_acc, test_time = evaluate_accuracy(model, data["test"], eval_batch_size, device, per_item=test_items)
+    else:
+        test_acc, test_time, test_items = float("nan"), 0.0, [None]  # type: ignore[list-item]
     return SeedResult(seed=seed, test_accuracy=test_acc, val_accuracy=best_acc, best_step=best_step, steps=step,
                       planned_steps=planned, epochs=seen / n, stopped_early=stopped, train_time_s=train_time,
                       train_samples=seen, test_time_s=test_time, train_peak_rss_bytes=train_peak, gpu=gpu,
@@ -357,6 +375,65 @@ class TrainHooks:
         return Subject(num_embeddings=v, dim=d, model=model_info, data_sha256=data_sha256(task),
                        measurements=measurements,
                        state={"settings": settings, "data": data, "init_table": init_table})
+
+    def tune_recipe(self, ctx: Any, subject: Subject, config: dict[str, Any], seed: int) -> dict[str, Any]:
+        """``--tune on``: choose the learning rate and the early-stopping patience on the validation split.
+
+        Candidates: :data:`RECIPE_SPACE` around the task's recipe (default first). Each trains the method's
+        embedding in the task's classifier once with ``seed`` (the cell's first) and is scored by its best
+        validation accuracy; the test split is never read (``train_seed(test=False)``). The best wins (ties: the
+        earlier candidate); the cell's seeds then train and test with it. Tuning stops after ``COST_CAP`` x the
+        first candidate's time, like posthoc tuning. Returns the facts recorded as ``measurements.tuning``."""
+        import time
+
+        from compbench.bench.context import seed_everything
+        from compbench.bench.tuning import COST_CAP
+
+        settings: TrainSettings = subject.state["settings"]
+        base = settings.recipe
+        space = recipe_space(base)
+        rows: list[dict[str, Any]] = []
+        t_start = time.perf_counter()
+        cap: float | None = None
+        stopped = False
+        for i, cand in enumerate(space):
+            recipe = base.with_(**cand)
+            t0 = time.perf_counter()
+            seed_everything(seed)
+            module = self.produce(ctx, subject, config, seed).to(ctx.device)
+            model = ctx.method.custom_classifier(module, ctx.task.num_classes(), config, seed=seed)
+            if model is None:
+                model = build_classifier(module, ctx.task.num_classes(), settings.backbone)
+            model = model.to(ctx.device)
+            row: dict[str, Any] = {"candidate": i, "options": dict(cand)}
+            try:
+                r = train_seed(model, subject.state["data"], recipe, seed=seed, device=ctx.device,
+                               eval_batch_size=ctx.config.batch_size, test=False)
+                row.update(status="ok", validation_score=r.val_accuracy, best_step=r.best_step, steps=r.steps,
+                           stopped_early=r.stopped_early, fit_time_s=r.train_time_s)
+            except NonFiniteLoss as exc:
+                row.update(status="failed", error=str(exc))
+            rows.append(row)
+            spent = time.perf_counter() - t_start
+            if cap is None:
+                cap = COST_CAP * (time.perf_counter() - t0)
+            elif spent > cap and i < len(space) - 1:
+                stopped = True
+                break
+        ok = [r for r in rows if r["status"] == "ok"]
+        if not ok:
+            raise CompbenchError(f"every learning-rate / patience candidate of '{ctx.method.card.name}' diverged")
+        best = max(ok, key=lambda r: (r["validation_score"], -r["candidate"]))
+        chosen = base.with_(**best["options"])
+        subject.state["settings"] = dataclasses.replace(settings, recipe=chosen)
+        subject.measurements["recipe"] = chosen.to_dict()
+        return {"space": [dict(c) for c in space], "candidates": rows, "chosen": best["candidate"],
+                "chosen_options": best["options"], "seed": seed,
+                "validation": {"task": f"{ctx.task.card.name} validation carve",
+                               "split": subject.measurements.get("splits", {}).get("val")},
+                "time_s": time.perf_counter() - t_start, "cost_cap_s": cap, "stopped_by_cost_cap": stopped,
+                "rule": "best validation accuracy (seed 0, early stopping on validation); ties: the earlier "
+                        "candidate (the task's recipe first)"}
 
     def produce(self, ctx: Any, subject: Subject, config: dict[str, Any], seed: int) -> nn.Module:
         """A freshly initialised trainable embedding."""
