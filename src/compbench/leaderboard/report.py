@@ -108,7 +108,11 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     if comparison and (not tracks or "posthoc" in tracks):  # the same methods on two encoders
         files["posthoc/models.md"] = models_markdown(comparison).encode()
     overviews = build_overview(boards)
-    files["index.md"] = render.index_markdown(overviews, ".md", n_records).encode()
+    index_md = render.index_markdown(overviews, ".md", n_records)
+    if "posthoc/models.md" in files:  # link the two-encoder ranking page from the overview
+        index_md = index_md.replace("---\n", "Posthoc rankings on two encoders, side by side: "
+                                    "[posthoc/models.md](posthoc/models.md)\n\n---\n", 1)
+    files["index.md"] = index_md.encode()
     files["index.html"] = render.index_html(overviews, n_records).encode()
     return dict(sorted(files.items()))
 
