@@ -99,12 +99,9 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
         ref = v * d * 4
         allowed = ctx.budget.resolve(ref)
         method_config = ctx.method.configure(v, d, allowed)
-        from compbench.bench.context import TRACK_MODE
+        from compbench.bench.memory_guard import check_cell_memory
 
-        if TRACK_MODE.get(config.track) == "posthoc":  # refuse now, in one line, when the fit cannot fit in memory
-            from compbench.bench.memory_guard import check_memory
-
-            check_memory(ctx.method, v, d, method_config)
+        check_cell_memory(config.track, ctx.method, v, d, method_config)  # refuse now, in one line
     return CellPlan(ctx=ctx, shape=shape, reference_bytes=ref, allowed_bytes=allowed, method_config=method_config,
                     record_path=Path(results) / f"{ctx.key}.json", reference=planned_reference(ctx, results))
 

@@ -35,9 +35,8 @@ from torch import nn
 from compbench.bench import measure
 from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.budget import reference_bytes
-from compbench.bench.context import TRACK_MODE
 from compbench.bench.measure import compare_lookup
-from compbench.bench.memory_guard import check_memory
+from compbench.bench.memory_guard import check_cell_memory
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
 from compbench.bench.watchdog import FitTimeout, FitWatchdog, timeout_facts
@@ -167,9 +166,7 @@ def execute(ctx: Any, hooks: Any) -> Record:
             else:
                 ctx.method, tuning = tune(ctx, hooks, subject, budget.allowed_bytes, ctx.seeds[0])
         config = ctx.method.configure(v, d, budget.allowed_bytes)
-    memory_check: dict[str, Any] | None = None
-    if TRACK_MODE.get(ctx.config.track) == "posthoc":  # raises MemoryRefusal before the fit (bench/memory_guard.py)
-        memory_check = check_memory(ctx.method, v, d, config)
+    memory_check = check_cell_memory(ctx.config.track, ctx.method, v, d, config)  # MemoryRefusal before the fit
     provenance = collect()
     provenance["run_config"] = ctx.config.to_dict()
     measurements: dict[str, Any] = dict(subject.measurements)

@@ -106,4 +106,15 @@ def check_memory(method: Any, num_embeddings: int, embedding_dim: int, config: M
     return facts
 
 
-__all__ = ["ENV", "available_bytes", "check_memory", "memory_estimate", "parse_bytes"]
+def check_cell_memory(track: str, method: Any, num_embeddings: int, embedding_dim: int,
+                      config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """:func:`check_memory` for a cell of ``track``: only tracks that compress a table (posthoc mode) are checked;
+    None for the others (the train track builds its embedding, it does not compress one)."""
+    from compbench.bench.context import TRACK_MODE
+
+    if TRACK_MODE.get(track) != "posthoc":
+        return None
+    return check_memory(method, num_embeddings, embedding_dim, config)
+
+
+__all__ = ["ENV", "available_bytes", "check_cell_memory", "check_memory", "memory_estimate", "parse_bytes"]

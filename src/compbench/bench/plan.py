@@ -110,14 +110,12 @@ def resolve_cell(config: RunConfig) -> Cell:
         else:
             shape = table_shape(config, identity)
             if shape is not None:  # an unattainable budget is known without loading the model
-                from compbench.bench.context import TRACK_MODE
-                from compbench.bench.memory_guard import check_memory
+                from compbench.bench.memory_guard import check_cell_memory
                 from compbench.errors import MemoryRefusal, UnattainableBudgetError
 
                 try:
                     mconfig = method.configure(shape[0], shape[1], budget.resolve(shape[0] * shape[1] * 4))
-                    if TRACK_MODE.get(config.track) == "posthoc":
-                        check_memory(method, shape[0], shape[1], mconfig)
+                    check_cell_memory(config.track, method, shape[0], shape[1], mconfig)
                 except UnattainableBudgetError as exc:
                     cell.skip_reason, cell.skip_kind = str(exc), "budget"
                     cell.reference_bytes = exc.reference_bytes

@@ -48,7 +48,13 @@ def pca_max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int, dty
 def principal_axes(table: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(coefficients [V, r], axes [r, d], mean [d])`` in float64, exact: the full SVD of the centred table
     up to ``streaming.DIRECT_MAX_ELEMENTS`` entries, the covariance's ``eigh`` (Gram route) beyond."""
-    from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, column_mean, project_rows, top_right_singular_vectors
+    from compbench.methods.streaming import (
+        DIRECT_MAX_ELEMENTS,
+        column_mean,
+        largest_entry_signs,
+        project_rows,
+        top_right_singular_vectors,
+    )
 
     if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
         mean = column_mean(table)
@@ -58,10 +64,7 @@ def principal_axes(table: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     mean = x.mean(dim=0)
     _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
     axes = vh[:rank]
-    idx = axes.abs().argmax(dim=1)
-    signs = torch.sign(axes.gather(1, idx[:, None])).squeeze(1)
-    signs[signs == 0] = 1
-    axes = axes * signs[:, None]
+    axes = axes * largest_entry_signs(axes)[:, None]
     return (x - mean) @ axes.T, axes, mean
 
 

@@ -61,12 +61,18 @@ def encode_blocks(encode: Callable[[np.ndarray], np.ndarray], x: np.ndarray, cod
     return out
 
 
-def _sign_fix(vectors: torch.Tensor) -> torch.Tensor:
-    """Each row flipped so that its largest-magnitude entry is positive (a deterministic sign convention)."""
+def largest_entry_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Per row, the sign (+1/-1) that makes its largest-magnitude entry positive: the deterministic sign convention
+    of every factorisation here (svd, pca, the Gram route)."""
     idx = vectors.abs().argmax(dim=1)
     signs = torch.sign(vectors.gather(1, idx[:, None])).squeeze(1)
     signs[signs == 0] = 1
-    return vectors * signs[:, None]
+    return signs
+
+
+def _sign_fix(vectors: torch.Tensor) -> torch.Tensor:
+    """Each row flipped so that its largest-magnitude entry is positive."""
+    return vectors * largest_entry_signs(vectors)[:, None]
 
 
 def column_mean(table: torch.Tensor) -> torch.Tensor:
@@ -116,5 +122,5 @@ def project_rows(table: torch.Tensor, axes: torch.Tensor, mean: torch.Tensor | N
     return map_rows(one, table.detach(), rows_per_block((table.shape[1] + r) * 8))
 
 
-__all__ = ["BLOCK_BYTES", "DIRECT_MAX_ELEMENTS", "column_mean", "encode_blocks", "gram", "map_rows", "project_rows",
+__all__ = ["BLOCK_BYTES", "DIRECT_MAX_ELEMENTS", "column_mean", "encode_blocks", "gram", "largest_entry_signs", "map_rows", "project_rows",
            "row_blocks", "rows_per_block", "top_right_singular_vectors"]

@@ -20,7 +20,12 @@ from torch import nn
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import at_least
-from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, project_rows, top_right_singular_vectors
+from compbench.methods.streaming import (
+    DIRECT_MAX_ELEMENTS,
+    largest_entry_signs,
+    project_rows,
+    top_right_singular_vectors,
+)
 
 
 class LowRankEmbedding(CompressedEmbedding):
@@ -110,18 +115,14 @@ class SVD(Method):
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         r = int(config["rank"])
         if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
-            b = top_right_singular_vectors(table, r)  # the Gram route (streaming.py), sign-fixed like below
+            b = top_right_singular_vectors(table, r)  # the Gram route (streaming.py), same sign convention
             a = project_rows(table, b, out_dtype=torch.float32)
-            if config.get("dtype", "float32") == "float16":
-                return HalfLowRankEmbedding(a, b.float())
-            return LowRankEmbedding(a, b.float())
-        u, s, vh = torch.linalg.svd(table.double(), full_matrices=False)
-        # sign convention: make the largest-magnitude entry of each right singular vector positive
-        idx = vh[:r].abs().argmax(dim=1)
-        signs = torch.sign(vh[:r].gather(1, idx[:, None])).squeeze(1)
-        signs[signs == 0] = 1
-        a = (u[:, :r] * (s[:r] * signs))
-        b = vh[:r] * signs[:, None]
+        else:
+            u, s, vh = torch.linalg.svd(table.double(), full_matrices=False)
+            # sign convention: make the largest-magnitude entry of each right singular vector positive
+            signs = largest_entry_signs(vh[:r])
+            a = (u[:, :r] * (s[:r] * signs))
+            b = vh[:r] * signs[:, None]
         if config.get("dtype", "float32") == "float16":
             return HalfLowRankEmbedding(a.float(), b.float())
         return LowRankEmbedding(a.float(), b.float())
