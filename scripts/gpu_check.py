@@ -22,6 +22,7 @@ without a GPU. Exit codes: 0 every check passed, 1 a check failed, 2 usage error
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -329,6 +330,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cuda (default), cuda:N, or cpu (same as --dry-run)")
     p.add_argument("--out", type=Path, default=None,
                    help="keep the records, cell logs and the table (gpu-check.md) in this folder")
+    p.add_argument("--posthoc-task", default=None, metavar="TASK",
+                   help="the posthoc cell's task (default: stsb on CUDA, fidelity on the dry path); e.g. trec on "
+                        "a machine without mteb, which stsb's evaluator needs")
     return p.parse_args(argv)
 
 
@@ -347,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_CUDA
     device = torch.device(device_arg)
     sizes = DRY if (args.dry_run or device.type == "cpu") else FULL
+    if args.posthoc_task is not None:
+        from compbench.tasks import list_tasks
+
+        known = list_tasks("posthoc")
+        if args.posthoc_task not in known:
+            print(f"gpu-check: error: unknown posthoc task '{args.posthoc_task}' (valid: {', '.join(known)})",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        sizes = dataclasses.replace(sizes, posthoc_task=args.posthoc_task)
     rows: list[Row] = []
 
     def describe() -> str:

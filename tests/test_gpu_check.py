@@ -114,3 +114,18 @@ def test_a_failed_check_is_a_fail_row_and_exit_1(gpu_check, monkeypatch, capsys)
     assert "| train fake | pipe | FAIL | RuntimeError: CUDA error: an illegal memory access |" in out
     assert out.splitlines()[-1].startswith("gpu-check: 2/3 checks passed on cpu")
     assert out.splitlines()[-1].endswith("FAILED: train fake | pipe")
+
+
+def test_posthoc_task_option_reaches_the_cell_and_unknown_is_usage(gpu_check, monkeypatch, capsys) -> None:
+    seen = {}
+
+    def fake_cells(rows, device, sizes, out):
+        seen["task"] = sizes.posthoc_task
+
+    monkeypatch.setattr(gpu_check, "lookup_checks", lambda rows, device, sizes: None)
+    monkeypatch.setattr(gpu_check, "cell_checks", fake_cells)
+    assert gpu_check.main(["--dry-run", "--posthoc-task", "trec"]) == 0
+    assert seen["task"] == "trec"  # the dry path's default (fidelity) is replaced
+    assert gpu_check.main(["--dry-run", "--posthoc-task", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("gpu-check: error: unknown posthoc task 'nope' (valid: ") and "stsb" in err
