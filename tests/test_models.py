@@ -231,3 +231,42 @@ def test_mpnet_dense_reproduces_published_mteb_score() -> None:
     assert rec.budget.reference_bytes == 30527 * 768 * 4
     print(f"\nall-mpnet-base-v2 dense STS-B cosine Spearman {rec.metrics.main:.4f} "
           f"(published {mpnet.published_stsb}); {os.cpu_count()} CPUs")
+
+
+def test_the_default_model_resolves_to_the_bundled_folder_for_every_loader() -> None:
+    from compbench.bench.train_settings import pretrained_dim
+    from compbench.models.encoder import default_model_dir
+
+    assert registry.local_model(None) == (str(default_model_dir()), "all-MiniLM-L6-v2")
+    assert registry.local_model("sentence-transformers/all-MiniLM-L6-v2")[1] == "all-MiniLM-L6-v2"
+    assert registry.local_model("./some/folder") == ("./some/folder", "./some/folder")
+    assert pretrained_dim(None) == json.loads((default_model_dir() / "config.json").read_text())["hidden_size"]
+
+
+@pytest.mark.skipif(not _mpnet_installed(),
+                    reason="the extra compbench[mpnet] is not installed (scripts/setup.sh installs it)")
+def test_mpnet_on_the_train_track_uses_its_own_tokenizer_and_width(tmp_path: Path) -> None:
+    """Issue 23: the train track takes ``--model all-mpnet-base-v2``: its tokenizer (30,527 ids), its width for
+    pretrained-init methods (768, as in its config.json), and the model in the cell's key."""
+    from compbench.bench.train_settings import pretrained_dim
+    from compbench.tasks.train import load_tokenizer
+
+    folder, name = registry.local_model("all-mpnet-base-v2")
+    assert name == "all-mpnet-base-v2"
+    assert pretrained_dim("all-mpnet-base-v2") == json.loads((Path(folder) / "config.json").read_text())["hidden_size"]
+    tok, info = load_tokenizer("all-mpnet-base-v2")
+    assert (info.name, info.vocab_size, info.path) == ("all-mpnet-base-v2", 30527, folder)
+    assert tok("hello world")["input_ids"][0] == tok.cls_token_id  # mpnet's <s>, not MiniLM's [CLS]=101
+    assert tok.cls_token_id != 101
+
+    from click.testing import CliRunner
+
+    from compbench.cli import main
+
+    r = CliRunner().invoke(main, ["run", "--track", "train", "--method", "hashing", "--budget", "10x", "--task",
+                                  "trec", "--model", "all-mpnet-base-v2", "--max-steps", "2", "--max-train-samples",
+                                  "32", "--max-eval-samples", "16", "--results", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output[r.output.index("{"):])
+    assert "model=all-mpnet-base-v2" in rec["key"]
+    assert rec["status"] == "ok"

@@ -14,8 +14,9 @@ overwrites the default cell and cells of different identity never share a key
 Per seed (all randomness from the seed: python/numpy/torch are re-seeded, the shuffling uses its
 own ``torch.Generator``, ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on):
 
-1. ``method.build(V, d, config, seed=seed, init_table=...)`` (``init_table`` = the MiniLM token
-   table for methods whose card says ``train_init="pretrained"``; d_model is then the MiniLM width);
+1. ``method.build(V, d, config, seed=seed, init_table=...)`` (``init_table`` = the encoder's token
+   table, MiniLM's unless ``--model`` names another, for methods whose card says ``train_init="pretrained"``;
+   d_model is then that encoder's width);
    its stored bytes are checked against the budget *before* training (over budget: no training);
 2. ``method.custom_classifier(...)`` or the task's backbone (``models/classifier.py``) around it;
 3. AdamW with linear warm-up and decay, gradient clipping, ``min(epochs, max_steps)`` steps,

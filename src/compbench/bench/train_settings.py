@@ -77,15 +77,11 @@ def _cast(name: str, value: Any, default: Any) -> Any:
 
 def pretrained_dim(model: str | None) -> int:
     """Hidden width of the pretrained encoder whose token table initialises ``train_init="pretrained"`` methods."""
-    import json
+    from compbench.models.registry import named_model
 
-    from compbench.models.encoder import DEFAULT_MODEL, default_model_dir
-
-    if model in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        try:
-            return int(json.loads((default_model_dir() / "config.json").read_text())["hidden_size"])
-        except (OSError, KeyError, ValueError) as exc:  # pragma: no cover - a broken install
-            raise DataError(f"cannot read the bundled model's config.json: {exc}") from exc
+    entry = named_model(model)
+    if entry is not None:  # a named model's width is part of its registry entry (tested against its config.json)
+        return entry.dim
     from transformers import AutoConfig
 
     try:

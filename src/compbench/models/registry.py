@@ -330,6 +330,17 @@ def model_dir(model: str | NamedModel, *, log: Callable[[str], None] | None = No
     return assemble_split_zip(entry.split_zip, parts, dest, name=entry.name, log=log)
 
 
+def local_model(model: str | None) -> tuple[str, str]:
+    """``(where, name)`` of an encoder for loaders other than :class:`SentenceEncoder` (its tokenizer, its config):
+    the local folder of a named model (the bundled MiniLM, or a split-zip model assembled on first use), else
+    ``model`` itself, a path or hub id, as both."""
+    entry = named_model(model)
+    if entry is not None:
+        return str(model_dir(entry)), entry.name
+    assert model is not None  # named_model(None) is the default entry
+    return str(model), str(model)
+
+
 def describe() -> list[dict[str, Any]]:
     """One row per named model (for listings and docs)."""
     rows = []
@@ -341,4 +352,4 @@ def describe() -> list[dict[str, Any]]:
 
 
 __all__ = ["MARKER", "MODELS", "MPNET_SPLIT_ZIP", "NamedModel", "SplitZip", "ZipPart", "assemble_split_zip",
-           "describe", "installed_parts", "is_assembled", "model_dir", "models_cache_dir", "named_model"]
+           "describe", "installed_parts", "is_assembled", "local_model", "model_dir", "models_cache_dir", "named_model"]

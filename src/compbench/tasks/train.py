@@ -17,7 +17,8 @@ method sees the same examples; stratified per label, see :func:`stratified_carve
   *not* the paper setting (120k train / 7.6k test); online users can load ``fancyzhx/ag_news``.
 
 Inputs are tokenised once with the bundled all-MiniLM-L6-v2 WordPiece tokenizer (``[CLS] ... [SEP]``,
-truncated to ``max_len``) and cached on disk (:func:`tokenize_source`).
+truncated to ``max_len``; another encoder's with ``--model``, e.g. ``all-mpnet-base-v2``) and cached on disk
+(:func:`tokenize_source`).
 """
 
 from __future__ import annotations
@@ -322,17 +323,15 @@ class TokenizerInfo:
 
 
 def load_tokenizer(model: str | None = None) -> tuple[Any, TokenizerInfo]:
-    """The WordPiece tokenizer of the bundled all-MiniLM-L6-v2 (or of ``model``, a path or hub id)."""
+    """The tokenizer of the bundled all-MiniLM-L6-v2, of a named model (``all-mpnet-base-v2``), or of ``model``, a
+    path or hub id."""
     import importlib.metadata
 
     from transformers import AutoTokenizer
 
-    from compbench.models.encoder import DEFAULT_MODEL, default_model_dir
+    from compbench.models.registry import local_model
 
-    if model in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        path, name = str(default_model_dir()), DEFAULT_MODEL
-    else:
-        path, name = str(model), str(model)
+    path, name = local_model(model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001
