@@ -85,7 +85,7 @@ def pretrained_dim(model: str | None) -> int:
     from transformers import AutoConfig
 
     try:
-        return int(AutoConfig.from_pretrained(model).hidden_size)
+        return int(AutoConfig.from_pretrained(str(model)).hidden_size)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"cannot read the hidden size of '{model}': {type(exc).__name__}: {exc}") from exc
 
