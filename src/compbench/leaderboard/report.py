@@ -107,11 +107,20 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     comparison = comparison_rows(records)
     if comparison and (not tracks or "posthoc" in tracks):  # the same methods on two encoders
         files["posthoc/models.md"] = models_markdown(comparison).encode()
+    from compbench.leaderboard.tuning_compare import render_markdown as tuning_markdown
+    from compbench.leaderboard.tuning_compare import tuning_rows
+
+    tuned = tuning_rows(records)
+    if tuned:  # each method's default next to its tuned variant, rankings before and after
+        files["tuning.md"] = tuning_markdown(tuned).encode()
     overviews = build_overview(boards)
     index_md = render.index_markdown(overviews, ".md", n_records)
     if "posthoc/models.md" in files:  # link the two-encoder ranking page from the overview
         index_md = index_md.replace("---\n", "Posthoc rankings on two encoders, side by side: "
                                     "[posthoc/models.md](posthoc/models.md)\n\n---\n", 1)
+    if "tuning.md" in files:  # link the before/after-tuning page from the overview
+        index_md = index_md.replace("---\n", "What tuning bought, method by method, with the rankings before and "
+                                    "after: [tuning.md](tuning.md)\n\n---\n", 1)
     files["index.md"] = index_md.encode()
     files["index.html"] = render.index_html(overviews, n_records).encode()
     return dict(sorted(files.items()))
