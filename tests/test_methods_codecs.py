@@ -397,6 +397,44 @@ def test_tiered_search_fits_budget_and_round_trips(tiny_table) -> None:
         get_method("tiered", base="tiered").configure(V, D, budget)
 
 
+
+def test_tiered_search_keeps_only_the_best_candidates_modules(tiny_table, monkeypatch) -> None:
+    """Issue 23 (memory): the search drops every scored tier module but the best candidate's, so the fit's memory
+    does not grow with the number of fits; the result is the same module as a search that keeps them all."""
+    import gc
+    import weakref
+
+    from compbench.methods import tiered
+
+    budget = _budget("4x", V, D)
+    cfg, reference = _compress("tiered", tiny_table, budget=budget)
+    alive: list[weakref.ref] = []
+    peak = [0]
+    real = tiered._tier_method
+
+    def counting(base, base_options, nbits):
+        m = real(base, base_options, nbits)
+        compress = m.compress
+
+        def tracked(table, config, *, seed):
+            gc.collect()
+            peak[0] = max(peak[0], sum(r() is not None for r in alive))
+            out = compress(table, config, seed=seed)
+            alive.append(weakref.ref(out))
+            return out
+
+        m.compress = tracked
+        return m
+
+    monkeypatch.setattr(tiered, "_tier_method", counting)
+    mod = get_method("tiered").compress(tiny_table, cfg, seed=0)
+    fits = mod.fitted["fits"]
+    variants = max(len(t["nbits_variants"]) for c in cfg["candidates"] for t in c["tiers"])
+    assert fits > 2 * variants + 2  # enough fits that keeping them all would break the bound below
+    assert peak[0] <= 2 * variants + 2  # the best candidate's 2 tiers + the current candidate's tier variants
+    assert torch.equal(mod.plan, reference.plan)
+    assert torch.equal(mod.materialize(), reference.materialize())
+
 # -- tuning spaces -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["pca", "rabitq", "tiered", "pca+quant"])
 def test_tuning_spaces_are_small_and_configurable(name: str) -> None:
