@@ -316,3 +316,19 @@ def test_posthoc_compress_is_deterministic_and_in_budget(tiny_table: torch.Tenso
     assert torch.equal(a.materialize(), b.materialize())
     assert int(a.counts.min()) >= 1
     assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_block_wise_cosine_and_calibration_equal_the_whole_table_computation() -> None:
+    """Issue 23 (memory): stage 1's checks and calibration run block by block; the numbers are the ones a whole-
+    table reconstruction gives, bit for bit (rows are independent)."""
+    from compbench.methods.ade import calibrate, reconstruct, row_cos
+
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(1000, 24, generator=g)
+    anchors = F.normalize(torch.randn(40, 24, generator=g), dim=1)
+    idx = torch.randint(0, 40, (1000, 5), generator=g)
+    w = torch.rand(1000, 5, generator=g)
+    full = F.cosine_similarity(reconstruct(idx, w, anchors, chunk=10**6), table, dim=1, eps=1e-12)
+    assert torch.equal(row_cos(idx, w, anchors, table, chunk=37), full)
+    assert torch.equal(calibrate(table, idx, w, anchors.half(), chunk=37),
+                       calibrate(table, idx, w, anchors.half(), chunk=10**6))

@@ -159,9 +159,17 @@ def reconstruct(idx: torch.Tensor, w: torch.Tensor, anchors: torch.Tensor, chunk
                       for i in range(0, idx.shape[0], chunk)], 0)
 
 
+def row_cos(idx: torch.Tensor, w: torch.Tensor, anchors: torch.Tensor, target: torch.Tensor,
+            chunk: int = 16384) -> torch.Tensor:
+    """Cosine between each reconstructed row and its ``target`` row, block by block (no full reconstruction)."""
+    return torch.cat([F.cosine_similarity(F.embedding_bag(idx[i:i + chunk], anchors, per_sample_weights=w[i:i + chunk],
+                                                          mode="sum"), target[i:i + chunk], dim=1, eps=1e-12)
+                      for i in range(0, idx.shape[0], chunk)], 0)
+
+
 def mean_cos(idx: torch.Tensor, w: torch.Tensor, anchors: torch.Tensor, target: torch.Tensor) -> float:
     """Mean cosine between the reconstruction and ``target`` rows."""
-    return float(F.cosine_similarity(reconstruct(idx, w, anchors), target, dim=1, eps=1e-12).mean())
+    return float(row_cos(idx, w, anchors, target).mean())
 
 
 def mod_update(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, k: int, ridge: float = 1e-4,
@@ -186,7 +194,7 @@ def mod_update(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, k: int, ridg
     used[idx[w > 0]] = True
     dead = (~used) | (a.norm(dim=1) < 1e-8)
     if bool(dead.any()):
-        cos = F.cosine_similarity(reconstruct(idx, w, F.normalize(a, dim=1)), x, dim=1, eps=1e-12)
+        cos = row_cos(idx, w, F.normalize(a, dim=1), x)
         worst = torch.argsort(cos)[: int(dead.sum())]
         a[dead] = x[worst]
     return F.normalize(a, dim=1)
@@ -242,19 +250,25 @@ def threshold(idx: torch.Tensor, w: torch.Tensor, tau: float) -> tuple[torch.Ten
     return idx, w, counts
 
 
-def calibrate(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, anchors_stored: torch.Tensor) -> torch.Tensor:
+def calibrate(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, anchors_stored: torch.Tensor,
+              chunk: int = 16384) -> torch.Tensor:
     """Scale each token's weights by the least-squares factor onto its table row (norm-matching if cos <= 0).
 
     Computed with fp16-rounded weights and the anchors as stored; returns the new float32 weights.
     """
     wq = w.to(torch.float16).float()
-    rec = reconstruct(idx, wq, anchors_stored.float())
-    dot = (rec * table).sum(1)
-    sq = (rec * rec).sum(1).clamp_min(1e-20)
-    scale = dot / sq
-    fallback = table.norm(dim=1) / sq.sqrt()
-    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, fallback)
-    return (wq * scale.unsqueeze(1)).clamp(max=float(torch.finfo(torch.float16).max))
+    anchors_f = anchors_stored.float()
+    out = torch.empty_like(wq)
+    for i in range(0, idx.shape[0], chunk):  # block by block: no full reconstruction is held
+        rows = slice(i, i + chunk)
+        rec = F.embedding_bag(idx[rows], anchors_f, per_sample_weights=wq[rows], mode="sum")
+        t = table[rows]
+        sq = (rec * rec).sum(1).clamp_min(1e-20)
+        scale = (rec * t).sum(1) / sq
+        fallback = t.norm(dim=1) / sq.sqrt()
+        scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, fallback)
+        out[rows] = (wq[rows] * scale.unsqueeze(1)).clamp(max=float(torch.finfo(torch.float16).max))
+    return out
 
 
 def distill(table: torch.Tensor, num_anchors: int, slots: int, *, seed: int, tau: float = DEFAULT_TAU,
@@ -293,9 +307,11 @@ def distill(table: torch.Tensor, num_anchors: int, slots: int, *, seed: int, tau
         stored = anchors.to(anchor_dtype)
         w = calibrate(table, idx, w, stored)
         w = torch.where(torch.arange(w.shape[1], device=w.device) < counts.unsqueeze(1), w, torch.zeros_like(w))
-        rec = reconstruct(idx, w.to(torch.float16).float(), stored.float())
-        history.append({"phase": "final", "cos": float(F.cosine_similarity(rec, table, dim=1, eps=1e-12).mean()),
-                        "rel_mse": float(((rec - table) ** 2).sum() / (table ** 2).sum().clamp_min(1e-20)),
+        wq, stored_f = w.to(torch.float16).float(), stored.float()
+        err = sum(float(((F.embedding_bag(idx[i:i + 16384], stored_f, per_sample_weights=wq[i:i + 16384], mode="sum")
+                          - table[i:i + 16384]) ** 2).sum()) for i in range(0, v, 16384))
+        history.append({"phase": "final", "cos": mean_cos(idx, wq, stored_f, table),
+                        "rel_mse": err / max(float(torch.linalg.vector_norm(table)) ** 2, 1e-20),
                         "mean_active": float(counts.float().mean()), "seconds": time.perf_counter() - t0})
     finally:
         torch.random.set_rng_state(gen_state)

@@ -102,6 +102,18 @@ def mean_row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(nn.functional.cosine_similarity(a.float(), b.float(), dim=1, eps=COS_EPS).mean())
 
 
+def _model_row_cosine(model: nn.Module, x: torch.Tensor) -> float:
+    """Mean cosine between ``model(x)`` and ``x``, block by block: no full ``[V, d]`` reconstruction is held (the
+    per-epoch checkpoint selection used to hold one, plus the cosine's normalised copies)."""
+    from compbench.methods.streaming import row_blocks, rows_per_block
+
+    v, d = x.shape
+    step = rows_per_block(4 * 4 * d)  # the block's output + the cosine's temporaries, fp32
+    cos = torch.cat([nn.functional.cosine_similarity(model(x[r]), x[r], dim=1, eps=COS_EPS)
+                     for r in row_blocks(v, step)])
+    return float(cos.float().mean())
+
+
 class LatentDecoderEmbedding(CompressedEmbedding):
     """``E[ids] = latents[ids] @ weight^T + bias`` (latents ``[V, k]``, decoder ``Linear(k -> d)``)."""
 
@@ -230,7 +242,7 @@ class DirectionAE(Method):
                 sched.step()
                 if config["select"] == "best":
                     with torch.no_grad():
-                        cos = mean_row_cosine(model(x), x)
+                        cos = _model_row_cosine(model, x)
                     if cos > best_cos:
                         best_cos = cos
                         best_state = {n: t.detach().clone() for n, t in model.state_dict().items()}
