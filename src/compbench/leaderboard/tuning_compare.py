@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from compbench.bench.record import Record
+from compbench.leaderboard.model_compare import _overlap, _ratio  # the same interval and budget rules
 
 Group = tuple[str, str, str, str]  # (track, task, model, budget)
 
@@ -76,12 +77,6 @@ def _rank(rows: list[dict[str, Any]], side: str, higher_is_better: bool, label: 
     for a, b in zip(ordered, ordered[1:], strict=False):
         if _overlap(a[side], b[side]):
             a[f"{label}_tied"] = b[f"{label}_tied"] = True
-
-
-def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if None in (a["low"], a["high"], b["low"], b["high"]):
-        return False
-    return bool(a["low"] <= b["high"] and b["low"] <= a["high"])
 
 
 def agreement(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -158,13 +153,6 @@ def render_markdown(groups: dict[Group, list[dict[str, Any]]]) -> str:
                          f"| {_rank_text(r, 'after')} | {moved} | {_chosen(t, r['method'])} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _ratio(budget: str) -> float:
-    try:
-        return float(budget.rstrip("x"))
-    except ValueError:
-        return 0.0
 
 
 __all__ = ["agreement", "has_tuning_space", "render_markdown", "tuning_rows"]

@@ -394,8 +394,7 @@ class Tiered(Method):
             score = sum(c[0] for c in chosen)
             if best is None or score > best[0] + 1e-12:
                 best = (score, (cand, groups, chosen))
-                kept = {c[1]: c[2] for c in chosen if c[2] is not None} | {
-                    key: mod for key, mod in kept.items() if key in {c[1] for c in chosen}}
+                kept = {key: mod for _, key, mod in chosen if mod is not None}  # fit() returns kept modules too
         assert best is not None
         score, (cand, groups, chosen) = best
         # a chosen fit first scored by an earlier, worse candidate was dropped: refit it (compress is seeded)
