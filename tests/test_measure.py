@@ -289,6 +289,36 @@ def test_bad_workload_arguments(kwargs: dict) -> None:
 # -- executor and concurrency ---------------------------------------------------------------------
 
 
+def test_phase_records_the_load_average_at_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = iter([0.5, 1.75, 1.25])
+    monkeypatch.setattr("os.getloadavg", lambda: (next(loads), 0.0, 0.0))
+    phases = MemoryPhases()
+    for _ in range(3):  # repeats keep the highest
+        with phases.phase("fit"):
+            pass
+    assert phases.to_dict()["phases"]["fit"]["load_avg_1m"] == 1.75
+
+    def missing() -> tuple[float, float, float]:
+        raise OSError("no load average")
+
+    monkeypatch.setattr("os.getloadavg", missing)
+    quiet = MemoryPhases()
+    with quiet.phase("fit"):
+        pass
+    assert "load_avg_1m" not in quiet.to_dict()["phases"]["fit"]  # unknown, not a fake 0
+
+
+def test_local_executor_honours_a_declared_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    from compbench.bench.executors import LocalExecutor
+
+    monkeypatch.delenv("COMPBENCH_CONCURRENT_CELLS", raising=False)
+    assert LocalExecutor(jobs=1)._env()["COMPBENCH_CONCURRENT_CELLS"] == "1"
+    assert LocalExecutor(jobs=3)._env()["COMPBENCH_CONCURRENT_CELLS"] == "3"
+    monkeypatch.setenv("COMPBENCH_CONCURRENT_CELLS", "2")  # two sweeps side by side, declared by the user
+    assert LocalExecutor(jobs=1)._env()["COMPBENCH_CONCURRENT_CELLS"] == "2"
+    assert LocalExecutor(jobs=4)._env()["COMPBENCH_CONCURRENT_CELLS"] == "4"
+
+
 def test_concurrency_info(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COMPBENCH_EXECUTOR", raising=False)
     monkeypatch.delenv("COMPBENCH_CONCURRENT_CELLS", raising=False)

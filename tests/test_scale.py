@@ -79,7 +79,11 @@ def test_scale_cells_and_report(tmp_path: Path) -> None:
     assert res["rows"] == 3 and res["summary"][0]["time_exponent"] is not None
     assert res["summary"][0]["largest"] == "test-v4000 (4,000 x 32)"
     assert (tmp_path / "out" / "scale-fit-time.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| svd |" in (tmp_path / "out" / "scale.md").read_text()
+    md = (tmp_path / "out" / "scale.md").read_text()
+    assert "| svd |" in md and "| shared | load |" in md
+    fit = records[0].measurements["memory"]["phases"]["fit"]
+    assert fit["load_avg_1m"] >= 0  # measured at the fit's end, shown in the load column
+    assert all(line.count("|") == 13 for line in md.splitlines() if line.startswith("| svd | test-v"))
     cli = CliRunner().invoke(main, ["scale", "--report-only", "--budgets", "8x", "--results",
                                     str(tmp_path / "results"), "--out", str(tmp_path / "cli")])
     assert cli.exit_code == 0, cli.output

@@ -77,10 +77,16 @@ class LocalExecutor:
 
     def _env(self) -> dict[str, str]:
         """The worker's environment: this one, plus the executor and how many cells may run at once
-        (recorded in every record, :func:`compbench.bench.measure.concurrency_info`)."""
+        (recorded in every record, :func:`compbench.bench.measure.concurrency_info`).
+
+        The count is ``jobs``, or more when ``COMPBENCH_CONCURRENT_CELLS`` is already set higher: a user who runs
+        two sweeps side by side on one machine declares it there, so neither sweep records its cells as quiet.
+        """
         from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV
 
-        return {**os.environ, EXECUTOR_ENV: "local", CONCURRENT_CELLS_ENV: str(self.jobs)}
+        declared = os.environ.get(CONCURRENT_CELLS_ENV, "").strip()
+        cells = max(self.jobs, int(declared) if declared.isdigit() else 1)
+        return {**os.environ, EXECUTOR_ENV: "local", CONCURRENT_CELLS_ENV: str(cells)}
 
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
         """Run ``cells`` with at most ``jobs`` processes at a time."""

@@ -385,6 +385,19 @@ def gpu_peak(device: torch.device) -> dict[str, int] | None:
     }
 
 
+def load_average_1m() -> float | None:
+    """The machine's 1-minute load average (runnable processes, all users), or None where the OS has none.
+
+    Recorded at the end of each memory phase: a 1-thread cell alone on the machine ends its phases near 1.0; a
+    figure near 2.0 on a 2-core machine means another busy process shared it, so the phase's seconds are not
+    quiet ones (the count is measured, unlike ``concurrent_cells``, which the executors declare).
+    """
+    try:
+        return round(float(os.getloadavg()[0]), 2)
+    except (AttributeError, OSError):
+        return None
+
+
 RSS_METHOD_RESET = "VmHWM reset per phase"
 RSS_METHOD_LIFETIME = "process ru_maxrss (not resettable)"
 
@@ -401,11 +414,14 @@ class PhaseMemory:
     calls: int = 0
     resettable: bool = True
     gpu: dict[str, int] | None = None
+    load_avg_1m: float | None = None  # the machine's 1-minute load average at the phase's end (max over repeats)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
         out: dict[str, Any] = {"peak_rss_delta_bytes": self.peak_rss_delta_bytes, "peak_rss_bytes": self.peak_rss_bytes,
                                "rss_start_bytes": self.rss_start_bytes, "seconds": self.seconds, "calls": self.calls}
+        if self.load_avg_1m is not None:
+            out["load_avg_1m"] = self.load_avg_1m
         if self.gpu is not None:
             out["gpu"] = dict(self.gpu)
         return out
@@ -507,6 +523,9 @@ class MemoryPhases:
             rec.seconds += seconds
             rec.calls += 1
             rec.resettable = rec.resettable and ok
+            load = load_average_1m()
+            if load is not None:
+                rec.load_avg_1m = load if rec.load_avg_1m is None else max(rec.load_avg_1m, load)
             gp = gpu_peak(self.device)
             if gp is not None:
                 alloc = max(act.gpu_running_alloc, gp["peak_allocated_bytes"])

@@ -41,6 +41,7 @@ def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dic
             "fit_peak_bytes": fit.get("peak_rss_delta_bytes") if r.status == "ok" else None,
             "stored_bytes": r.budget.stored_bytes, "ratio": r.budget.achieved_ratio,
             "cosine": r.metrics.main, "error": r.error, "threads": r.device.threads,
+            "cells_at_once": r.measurements.get("concurrent_cells"), "fit_load": fit.get("load_avg_1m"),
         })
     return sorted(rows, key=lambda x: (x["method"], x["size"] or 0))
 
@@ -126,6 +127,10 @@ def _fmt(x: Any, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _shared(cells: Any) -> str:
+    return "—" if cells is None else ("yes" if int(cells) > 1 else "no")
+
+
 def render_markdown(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], budget: str | None) -> str:
     """The report page."""
     lines = ["# Cost curves: fit time and peak memory against table size", "",
@@ -138,14 +143,20 @@ def render_markdown(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, 
         lines.append(f"| {s['method']} | {_fmt(s['time_exponent'], '.2f')} | {_fmt(s['memory_exponent'], '.2f')} | "
                      f"{s['largest'] or '—'} | {_fmt(s['largest_fit_s'], '.1f')} | {'; '.join(s['not_ok']) or '—'} |")
     lines += ["", "![fit time](scale-fit-time.png)", "", "![peak memory](scale-peak-memory.png)", "",
-              "| method | table | V | d | status | fit (s) | fit peak Δ (MiB) | stored (MiB) | ratio | row cosine |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "Shared = the cell ran while other cells did (`concurrent_cells` > 1, declared by the executor or by "
+              "`COMPBENCH_CONCURRENT_CELLS`): its fit time is not a quiet one. Load = the machine's 1-minute load "
+              "average when the fit ended (measured; about 1 for a 1-thread cell alone, — in records older than "
+              "this field).", "",
+              "| method | table | V | d | status | fit (s) | fit peak Δ (MiB) | stored (MiB) | ratio | row cosine "
+              "| shared | load |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mib = None if r["fit_peak_bytes"] is None else r["fit_peak_bytes"] / 2**20
         st = None if r["stored_bytes"] is None else r["stored_bytes"] / 2**20
         lines.append(f"| {r['method']} | {r['task']} | {_fmt(r['rows'], ',')} | {_fmt(r['dim'], 'd')} | {r['status']} | "
                      f"{_fmt(r['fit_s'], '.1f')} | {_fmt(mib, '.0f')} | {_fmt(st, '.1f')} | "
-                     f"{_fmt(r['ratio'], '.1f')} | {_fmt(r['cosine'], '.4f')} |")
+                     f"{_fmt(r['ratio'], '.1f')} | {_fmt(r['cosine'], '.4f')} | "
+                     f"{_shared(r.get('cells_at_once'))} | {_fmt(r.get('fit_load'), '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
