@@ -82,10 +82,9 @@ class LocalExecutor:
         The count is ``jobs``, or more when ``COMPBENCH_CONCURRENT_CELLS`` is already set higher: a user who runs
         two sweeps side by side on one machine declares it there, so neither sweep records its cells as quiet.
         """
-        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV
+        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV, concurrency_info
 
-        declared = os.environ.get(CONCURRENT_CELLS_ENV, "").strip()
-        cells = max(self.jobs, int(declared) if declared.isdigit() else 1)
+        cells = max(self.jobs, concurrency_info()["concurrent_cells"])  # one parser: a bad value is one clear line
         return {**os.environ, EXECUTOR_ENV: "local", CONCURRENT_CELLS_ENV: str(cells)}
 
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
