@@ -14,7 +14,7 @@ from compbench.bench.runner import run_cell
 from compbench.bench.store import ResultStore
 from compbench.cli import main
 from compbench.config import RunConfig
-from compbench.leaderboard.scale_report import exponent, write_scale_report
+from compbench.leaderboard.scale_report import exponent, render_markdown, summarize, write_scale_report
 from compbench.tasks import TASKS, get_task
 from compbench.tasks.scale import MEAN_SQ_ROW_NORM, SPECTRUM_BETA, ScaleTask, synthetic_table
 
@@ -88,3 +88,16 @@ def test_scale_cells_and_report(tmp_path: Path) -> None:
                                     str(tmp_path / "results"), "--out", str(tmp_path / "cli")])
     assert cli.exit_code == 0, cli.output
     assert (tmp_path / "cli" / "scale.json").is_file()
+
+
+def test_a_timeout_is_listed_with_the_limit_it_ran_under() -> None:
+    base = {"method": "rq", "budget": "40x", "fit_peak_bytes": None, "stored_bytes": None, "ratio": None,
+            "cosine": None, "error": None, "threads": 1, "cells_at_once": 1, "fit_load": None}
+    rows = [dict(base, task="big", status="timeout", rows=262144, dim=4096, size=262144 * 4096, fit_s=None,
+                 limit_s=900.0),
+            dict(base, task="old", status="timeout", rows=1000, dim=8, size=8000, fit_s=None, limit_s=None),
+            dict(base, task="ok", status="ok", rows=100, dim=8, size=800, fit_s=1.0, limit_s=None)]
+    s = summarize(rows)[0]
+    assert s["not_ok"] == ["big: timeout (900 s)", "old: timeout"] and s["largest"] == "ok (100 x 8)"
+    md = render_markdown(rows, [s], "40x")
+    assert "| rq | big | 262,144 | 4096 | timeout (900 s) |" in md

@@ -42,6 +42,7 @@ def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dic
             "stored_bytes": r.budget.stored_bytes, "ratio": r.budget.achieved_ratio,
             "cosine": r.metrics.main, "error": r.error, "threads": r.device.threads,
             "cells_at_once": r.measurements.get("concurrent_cells"), "fit_load": fit.get("load_avg_1m"),
+            "limit_s": (r.measurements.get("timeout") or {}).get("max_fit_seconds"),
         })
     return sorted(rows, key=lambda x: (x["method"], x["size"] or 0))
 
@@ -79,9 +80,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "memory_exponent": exponent([(r["size"], r["fit_peak_bytes"]) for r in ok]),
             "largest": None if largest is None else f"{largest['task']} ({largest['rows']:,} x {largest['dim']})",
             "largest_fit_s": None if largest is None else largest["fit_s"],
-            "not_ok": [f"{r['task']}: {r['status']}" for r in mine if r["status"] != "ok"],
+            "not_ok": [f"{r['task']}: {_status(r)}" for r in mine if r["status"] != "ok"],
         })
     return out
+
+
+def _status(row: dict[str, Any]) -> str:
+    """``timeout (900 s)`` for a timed-out cell (the limit it ran under), else the bare status."""
+    limit = row.get("limit_s")
+    return f"timeout ({limit:g} s)" if row["status"] == "timeout" and limit is not None else str(row["status"])
 
 
 def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key: str, exp_key: str,
@@ -153,7 +160,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, 
     for r in rows:
         mib = None if r["fit_peak_bytes"] is None else r["fit_peak_bytes"] / 2**20
         st = None if r["stored_bytes"] is None else r["stored_bytes"] / 2**20
-        lines.append(f"| {r['method']} | {r['task']} | {_fmt(r['rows'], ',')} | {_fmt(r['dim'], 'd')} | {r['status']} | "
+        lines.append(f"| {r['method']} | {r['task']} | {_fmt(r['rows'], ',')} | {_fmt(r['dim'], 'd')} | {_status(r)} | "
                      f"{_fmt(r['fit_s'], '.1f')} | {_fmt(mib, '.0f')} | {_fmt(st, '.1f')} | "
                      f"{_fmt(r['ratio'], '.1f')} | {_fmt(r['cosine'], '.4f')} | "
                      f"{_shared(r.get('cells_at_once'))} | {_fmt(r.get('fit_load'), '.1f')} |")
