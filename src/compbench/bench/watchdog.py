@@ -5,7 +5,11 @@ A cell's fit (a method's ``compress`` / training, summed over its seeds) gets a 
 
 1. interrupts the main thread (``_thread.interrupt_main``): Python-level loops (training epochs, OMP
    rounds, ...) stop at their next bytecode, and the lifecycle turns the interrupt into a ``timeout`` record
-   through the normal path;
+   through the normal path. ``interrupt_main`` only works while SIGINT has a Python handler; a process started
+   in the background by a non-interactive shell (``cmd &``, ``nohup``) inherits SIGINT *ignored*, and the
+   interrupt would then do nothing. So, for the length of the fit, the watchdog installs Python's
+   ``default_int_handler`` when SIGINT is ignored or default (main thread only) and restores it afterwards;
+   in that window a SIGINT sent to the process stops the fit as it would in a terminal;
 2. if the main thread is still inside one long native call (a faiss or LAPACK routine holds no Python frame
    to interrupt) after :data:`GRACE_SECONDS`, and the process runs only this cell (``fresh_process``: the
    sweep's workers and ``compbench run``), it writes the ``timeout`` record itself, says so on stderr in one
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import threading
 import time
@@ -38,6 +43,20 @@ def grace_seconds() -> float:
         return float(os.environ.get("COMPBENCH_FIT_GRACE_SECONDS", GRACE_SECONDS))
     except ValueError:
         return GRACE_SECONDS
+
+
+def _sigint_raises() -> Any:
+    """Make SIGINT raise ``KeyboardInterrupt`` in this (main) thread when it is ignored or default.
+
+    Returns the handler to put back afterwards, or None when nothing was changed (a Python handler is
+    installed already, or this is not the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGINT)
+    if current not in (signal.SIG_IGN, signal.SIG_DFL):
+        return None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return current
 
 
 class FitTimeout(Exception):
@@ -64,6 +83,7 @@ class FitWatchdog:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_at = 0.0
+        self._restore_sigint: Any = None
 
     def _watch(self) -> None:
         assert self.seconds is not None
@@ -84,6 +104,7 @@ class FitWatchdog:
     def __enter__(self) -> FitWatchdog:
         self.started_at = time.perf_counter()
         if self.seconds is not None:
+            self._restore_sigint = _sigint_raises()
             self._thread = threading.Thread(target=self._watch, name="compbench-fit-watchdog", daemon=True)
             self._thread.start()
         return self
@@ -91,6 +112,9 @@ class FitWatchdog:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._done.set()
+        if self._restore_sigint is not None:
+            signal.signal(signal.SIGINT, self._restore_sigint)
+            self._restore_sigint = None
         if self.expired and exc_type is KeyboardInterrupt:
             raise FitTimeout(self.message()) from None
 
