@@ -34,8 +34,9 @@ fit the budget.
 blocks (rows), faster than linearly, and barely with their width: the LSH candidate lists of the visited blocks
 grow with the row count, and every pass queries them again. Measured fit times: 27-37 s for about 30,000 rows
 (MiniLM, mpnet and 32,768-row tables of width 768 to 4,096), 270-330 s for 131,072 rows (width 768 and 2,048),
-1,364 s for 262,144 x 768: about ``V^1.8``. GloVe's 400,000 x 50 did not finish in 30 minutes. Its fitted
-exponent against ``V x d`` is therefore not a prediction for wider tables; read it against ``V``.
+1,364 s for 262,144 x 768 and 1,732 s for 262,144 x 4,096: about ``V^1.8``. GloVe's 400,000 x 50 did not finish
+in 30 minutes. Its fitted exponent against ``V x d`` is therefore not a prediction for wider tables; read it
+against ``V``.
 """
 
 from __future__ import annotations
