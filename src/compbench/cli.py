@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import logging
 import os
 import sys
@@ -102,7 +103,7 @@ def main(debug: bool) -> None:
 @main.command()
 @click.option("--method", "-m", required=True, help="Method name (see `compbench list methods`).")
 @click.option("--budget", "-b", required=True, help="Memory budget: '40x', '10x', '1.5x' or '1.5MiB', '800KB', '1172044B'.")
-@click.option("--track", default="posthoc", show_default=True, help="posthoc | train | words | store.")
+@click.option("--track", default="posthoc", show_default=True, help="posthoc | train | words | store | scale | lm.")
 @click.option("--task", "-t", default=None, help="Task name (default: the track's default, stsb for posthoc).")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores); recorded.")
@@ -133,6 +134,12 @@ def main(debug: bool) -> None:
               help="Train track, smoke runs/tests: train on a seeded subset of N examples (in the key).")
 @click.option("--max-eval-samples", type=int, default=None,
               help="Train track, smoke runs/tests: seeded subsets of N validation and N test examples (in the key).")
+@click.option("--lm-mode", "lm_mode", type=click.Choice(["input", "tied"]), default=None,
+              help="Track lm: input (only the input table is compressed; dense head, untied; default) | tied "
+                   "(one compressed table for the input and the output head).")
+@click.option("--heal", type=click.IntRange(0, 100_000), default=None,
+              help="Track lm: after compression, train the module's float tensors for this many steps to match "
+                   "the dense model's next-token distribution (KL) on calibration text; 0/absent: off.")
 @click.option("--recipe", "recipe", multiple=True,
               help="Train track: override a recipe/backbone setting key=value, e.g. lr=3e-3, layers=2 (repeatable; in the key).")
 @handle_errors
@@ -140,7 +147,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
-        tune: str, max_fit_seconds: float) -> None:
+        tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -175,6 +182,12 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     if extra and track != "train":
         raise UsageError("--backbone, --d-model, --max-steps, --max-train-samples, --max-eval-samples and --recipe "
                          "apply to --track train only")
+    if (lm_mode is not None or heal is not None) and track != "lm":
+        raise UsageError("--lm-mode and --heal apply to --track lm only")
+    if lm_mode is not None and lm_mode != "input":
+        extra["lm_mode"] = lm_mode
+    if heal:
+        extra["heal"] = heal
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
                     options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra,
                     lookup_workload=lookup_workload, tune=tune == "on", max_fit_seconds=max_fit_seconds or None)
@@ -255,7 +268,19 @@ def print_record(record: Any, path: Path | None = None) -> None:
     m = record.metrics
     if m.main is not None:
         extra = f"  (std {m.scores['main_std']:.4f} over seeds {m.seeds})" if "main_std" in m.scores else ""
+        ci = m.interval or {}
+        if ci.get("low") is not None:
+            extra += f"  [{ci['low']:.4f}, {ci['high']:.4f}]"
         t.add_row("score", f"{escape(record.task.metric)} = {m.main:.4f}{extra}")
+        if record.track == "lm" and "perplexity" in m.scores:
+            sc = m.scores
+            ppl_ci = f" [{math.exp(ci['low']):.2f}, {math.exp(ci['high']):.2f}]" if ci.get("low") is not None else ""
+            t.add_row("language model", f"perplexity {sc['perplexity']:.2f}{ppl_ci} ({sc['ppl_ratio']:.3g}x dense); "
+                                        f"KL to dense {sc['kl']:.4f} nats/token; top-1 agreement {sc['top1']:.3f}")
+            shipped = record.measurements.get("shipped")
+            if shipped and shipped.get("ratio_vs_shipped"):
+                t.add_row("vs shipped", f"{shipped['ratio_vs_shipped']:.2f}x smaller than the shipped "
+                                        f"{escape(str(shipped['format']))} table ({_fmt_bytes(shipped['bytes'])})")
     if m.retention is not None:
         t.add_row("retention", f"{m.retention:.4f} of dense {m.dense_score:.4f}")
     lk = record.measurements.get("lookup")

@@ -34,9 +34,10 @@ TRACK_RUNNERS: dict[str, str] = {
     "store": "compbench.bench.store_track:StoreHooks",
     "train": "compbench.bench.train:TrainHooks",
     "scale": "compbench.bench.scale_track:ScaleHooks",
+    "lm": "compbench.bench.lm_track:LMHooks",
 }
 
-TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc", "scale": "posthoc"}
+TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc", "scale": "posthoc", "lm": "posthoc"}
 
 
 @dataclass

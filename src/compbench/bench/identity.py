@@ -138,6 +138,20 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
     elif track == "words":
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
+    elif track == "lm":  # the model, its table's width and the mode; a healed cell is its own recipe (frame)
+        from compbench.bench.lm_track import check_lm_extra, lm_mode, lm_tag
+        from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape
+
+        extra = dict(config.extra or {})
+        check_lm_extra(extra)
+        spec = lm_spec(model)
+        name = spec.name if spec is not None else model_slug(model)
+        shape = table_shape(model)
+        heal = int(extra.get("heal") or 0)
+        identity = CellIdentity(track=track, model=name, width=shape[1] if shape else None,
+                                backbone=f"causal-lm({lm_mode(config)})", init="pretrained", head="shared",
+                                recipe=f"heal={heal}" if heal else "-")
+        tag = lm_tag(extra) + ("" if name == DEFAULT_LM else f"+model={name}")
     elif track == "scale":  # the task is the table: its name and width are the identity
         tag = ""
         identity = CellIdentity(track=track, model=task.card.name, width=int(task.shape[1]), backbone="none",

@@ -277,8 +277,8 @@ def execute(ctx: Any, hooks: Any) -> Record:
         measurements["reference"] = facts
         if facts.get("system"):
             retention = None  # another head or init than the dense reference: a system, not a ranked cell
-    if dense_score and not (facts or {}).get("system"):
-        retention = main / dense_score
+    if dense_score and not (facts or {}).get("system") and ctx.task.card.higher_is_better:
+        retention = main / dense_score  # a lower-is-better score (the lm track's NLL) states its own ratios
     metrics = Metrics(main=main, scores=scores, seeds=seeds if multi else None, dense_score=dense_score,
                       retention=retention)
     _uncertainty(ctx, outcomes, metrics, measurements, dense_rec)

@@ -214,6 +214,27 @@ def load_token_frequencies(path: str | None = None) -> TokenFrequencies:
                             sha256=hashlib.sha256(blob).hexdigest(), source=source, meta=meta)
 
 
+def token_frequencies_for(vocab_size: int) -> TokenFrequencies | None:
+    """Token counts for a ``vocab_size``-row vocabulary: the shipped MiniLM counts, else counts that a track wrote
+    into ``<cache>/compbench/token-frequency/`` for its own tokenizer (the lm track counts the same calibration
+    sources with the LM's tokenizer, :func:`compbench.bench.lm_calibration.ensure_counts`); None when none match."""
+    from compbench.bench.store_track import cache_dir  # noqa: PLC0415
+
+    shipped = load_token_frequencies()
+    if shipped.vocab_size == vocab_size:
+        return shipped
+    folder = cache_dir() / "token-frequency"
+    for file in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        side = file.with_suffix(".json")
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue
+        if int(meta.get("tokenizer", {}).get("vocab_size") or 0) == vocab_size:
+            return load_token_frequencies(str(file))
+    return None
+
+
 def lookup_ids(num_embeddings: int, *, batch: int = 64, seq: int = 128, seed: int = 0, workload: str = "zipf",
                zipf_exponent: float = 1.0, frequency_sorted: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """The ``[batch, seq]`` int64 ids of a lookup benchmark (CPU) and the record of how they were drawn.
@@ -241,15 +262,18 @@ def lookup_ids(num_embeddings: int, *, batch: int = 64, seq: int = 128, seed: in
     else:
         kind = workload
         if workload == "zipf":
-            kind = "zipf-corpus" if num_embeddings == load_token_frequencies().vocab_size else "zipf-law"
+            kind = "zipf-corpus" if token_frequencies_for(num_embeddings) is not None else "zipf-law"
         info["kind"] = kind
         if kind == "zipf-corpus":
-            freq = load_token_frequencies()
-            if num_embeddings != freq.vocab_size:
-                raise UsageError(f"workload zipf-corpus has frequencies for {freq.vocab_size} ids, the table has "
+            found = token_frequencies_for(num_embeddings)
+            if found is None:
+                shipped = load_token_frequencies().vocab_size
+                raise UsageError(f"workload zipf-corpus has frequencies for {shipped} ids, the table has "
                                  f"{num_embeddings} rows (use zipf or zipf-law)")
+            freq = found
             probs = torch.from_numpy(freq.counts.astype(np.float64))
-            info.update(source=freq.source, sha256=freq.sha256, order="token ids of the MiniLM WordPiece vocabulary",
+            name = (freq.meta.get("tokenizer") or {}).get("name") or "MiniLM WordPiece"
+            info.update(source=freq.source, sha256=freq.sha256, order=f"token ids of the {name} vocabulary",
                         total_tokens=freq.total_tokens)
         else:
             if not zipf_exponent > 0:

@@ -134,6 +134,10 @@ def table_shape(config: RunConfig, identity: Any = None) -> tuple[int, int] | No
     (train, from its ``identity``); None otherwise (the cell finds out)."""
     if config.track == "words":
         return GLOVE_SHAPE if config.model in (None, "glove-6B-50d") else None
+    if config.track == "lm":
+        from compbench.models.lm import table_shape as lm_table_shape
+
+        return lm_table_shape(config.model)
     if config.track == "scale":
         from compbench.tasks import DEFAULT_TASKS, get_task
 

@@ -27,7 +27,7 @@ from compbench.config import RunConfig
 from compbench.errors import CompbenchError, RecordError
 
 #: tracks whose cells are compared with a dense reference
-REFERENCE_TRACKS = ("posthoc", "words", "store", "train")
+REFERENCE_TRACKS = ("posthoc", "words", "store", "train", "lm")
 
 
 def reference_config(config: RunConfig, ctx: Any | None = None) -> RunConfig:
@@ -47,6 +47,8 @@ def reference_config(config: RunConfig, ctx: Any | None = None) -> RunConfig:
         else:
             extra.pop("d_model", None)
         ref = replace(ref, extra=extra)
+    if config.track == "lm":  # same model and mode; a healed cell's reference is the plain dense model
+        ref = replace(ref, extra={k: v for k, v in (config.extra or {}).items() if k == "lm_mode"})
     return ref
 
 

@@ -81,10 +81,10 @@ UNSEEN = ("shared", "rest")
 # -- frequencies -------------------------------------------------------------------------------------
 def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
     """Per-row counts (float64 ``[V]``) and where they come from (recorded in the config)."""
-    from compbench.bench.measure import load_token_frequencies
+    from compbench.bench.measure import load_token_frequencies, token_frequencies_for
 
     if mode in ("auto", "corpus"):
-        freq = load_token_frequencies()
+        freq = token_frequencies_for(num_embeddings) or load_token_frequencies()
         if freq.vocab_size == num_embeddings:
             return freq.counts.astype(np.float64), {
                 "kind": "corpus", "source": freq.source, "sha256": freq.sha256,

@@ -33,6 +33,7 @@ _BUILTIN = {
     "train/mr": "compbench.tasks.train:MR",
     "train/subj": "compbench.tasks.train:SUBJ",
     "train/ag_news_test8020": "compbench.tasks.train:AGNewsTest8020",
+    "lm/wikitext2": "compbench.tasks.lm:WikiText2",
 }
 for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", "128k", "256k")
                                              for d in (768, 2048, 4096))):
@@ -40,7 +41,7 @@ for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", 
 for _k, _v in _BUILTIN.items():
     TASKS.add_lazy(_k, _v)
 
-DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "search", "scale": "minilm"}
+DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "search", "scale": "minilm", "lm": "wikitext2"}
 
 
 def get_task(track: str, name: str) -> Task:
