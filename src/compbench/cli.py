@@ -140,6 +140,8 @@ def main(debug: bool) -> None:
 @click.option("--heal", type=click.IntRange(0, 100_000), default=None,
               help="Track lm: after compression, train the module's float tensors for this many steps to match "
                    "the dense model's next-token distribution (KL) on calibration text; 0/absent: off.")
+@click.option("--max-windows", "max_windows", type=click.IntRange(1, 10_000), default=None,
+              help="Track lm: evaluate only the first N windows (smoke runs; in the key as +wN).")
 @click.option("--recipe", "recipe", multiple=True,
               help="Train track: override a recipe/backbone setting key=value, e.g. lr=3e-3, layers=2 (repeatable; in the key).")
 @handle_errors
@@ -147,7 +149,8 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
-        tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None) -> None:
+        tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None,
+        max_windows: int | None = None) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -182,8 +185,10 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     if extra and track != "train":
         raise UsageError("--backbone, --d-model, --max-steps, --max-train-samples, --max-eval-samples and --recipe "
                          "apply to --track train only")
-    if (lm_mode is not None or heal is not None) and track != "lm":
-        raise UsageError("--lm-mode and --heal apply to --track lm only")
+    if (lm_mode is not None or heal is not None or max_windows is not None) and track != "lm":
+        raise UsageError("--lm-mode, --heal and --max-windows apply to --track lm only")
+    if max_windows:
+        extra["max_windows"] = max_windows
     if lm_mode is not None and lm_mode != "input":
         extra["lm_mode"] = lm_mode
     if heal:

@@ -150,7 +150,8 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         heal = int(extra.get("heal") or 0)
         identity = CellIdentity(track=track, model=name, width=shape[1] if shape else None,
                                 backbone=f"causal-lm({lm_mode(config)})", init="pretrained", head="shared",
-                                recipe=f"heal={heal}" if heal else "-")
+                                recipe=",".join(([f"heal={heal}"] if heal else []) + (
+                                    [f"windows={extra['max_windows']}"] if extra.get("max_windows") else [])) or "-")
         tag = lm_tag(extra) + ("" if name == DEFAULT_LM else f"+model={name}")
     elif track == "scale":  # the task is the table: its name and width are the identity
         tag = ""

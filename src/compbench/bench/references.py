@@ -48,7 +48,7 @@ def reference_config(config: RunConfig, ctx: Any | None = None) -> RunConfig:
             extra.pop("d_model", None)
         ref = replace(ref, extra=extra)
     if config.track == "lm":  # same model and mode; a healed cell's reference is the plain dense model
-        ref = replace(ref, extra={k: v for k, v in (config.extra or {}).items() if k == "lm_mode"})
+        ref = replace(ref, extra={k: v for k, v in (config.extra or {}).items() if k in ("lm_mode", "max_windows")})
     return ref
 
 
