@@ -113,6 +113,11 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     tuned = tuning_rows(records)
     if tuned:  # each method's default next to its tuned variant, rankings before and after
         files["tuning.md"] = tuning_markdown(tuned).encode()
+    from compbench.leaderboard.lm_report import render_markdown as lm_markdown
+
+    lm_page = lm_markdown(records) if (not tracks or "lm" in tracks) else None
+    if lm_page:  # perplexity, KL and top-1 per model and mode; the LM ranking beside the STS-B ranking
+        files["lm/summary.md"] = lm_page.encode()
     overviews = build_overview(boards)
     index_md = render.index_markdown(overviews, ".md", n_records)
     if "posthoc/models.md" in files:  # link the two-encoder ranking page from the overview
@@ -121,6 +126,9 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     if "tuning.md" in files:  # link the before/after-tuning page from the overview
         index_md = index_md.replace("---\n", "What tuning bought, method by method, with the rankings before and "
                                     "after: [tuning.md](tuning.md)\n\n---\n", 1)
+    if "lm/summary.md" in files:  # link the language-model summary from the overview
+        index_md = index_md.replace("---\n", "Language models (perplexity, KL, top-1; the LM ranking beside the "
+                                    "STS-B ranking): [lm/summary.md](lm/summary.md)\n\n---\n", 1)
     files["index.md"] = index_md.encode()
     files["index.html"] = render.index_html(overviews, n_records).encode()
     return dict(sorted(files.items()))
