@@ -379,3 +379,4 @@ from compbench.cli_sweep import compare; main.add_command(compare)  # noqa: E402
 from compbench.cli_ade import ade_lookup; main.add_command(ade_lookup)  # noqa: E402,E702
 from compbench.cli_mteb import mteb_command; main.add_command(mteb_command)  # noqa: E402,E702
 from compbench.cli_scale import scale_command; main.add_command(scale_command)  # noqa: E402,E702
+from compbench.cli_export import export_command; main.add_command(export_command)  # noqa: E402,E702

@@ -77,6 +77,10 @@ class AdditiveEmbedding(CompressedEmbedding):
         # offsets of each codebook in the flattened [M K, d] table: a function of (M, K), not stored
         self.register_buffer("offsets", torch.arange(self.m) * self.k, persistent=False)
 
+    def after_load(self) -> None:
+        """Recompute the derived (non-persistent) buffers from the plain attributes (an exported module's load)."""
+        self.offsets.copy_(torch.arange(self.m, device=self.offsets.device) * self.k)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         idx = unpack_rows(self.codes[ids.reshape(-1)], self.nbits, self.m) + self.offsets
         flat = self.codebooks.reshape(self.m * self.k, self.embedding_dim)

@@ -86,6 +86,11 @@ class CompressedEmbedding(nn.Module):
         None (default) when no library index reads these codes: the store track then searches the decoded rows."""
         return None
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores of hidden states ``h [..., d]`` against every row, ``h @ table^T`` (an output head that shares the
+        table: tied LMs). The default decodes the table on each call (no cached copy outside the counted bytes)."""
+        return h @ self.materialize().to(h.dtype).T
+
     @torch.no_grad()
     def materialize(self, chunk: int = 8192) -> torch.Tensor:
         """The full ``[V, d]`` float32 table this module represents (used for fast quality evaluation)."""
@@ -106,6 +111,11 @@ class DenseEmbedding(CompressedEmbedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(ids, self.weight)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores of hidden states ``h [..., d]`` against every row, ``h @ table^T`` (an output head that shares the
+        table: tied LMs). The default decodes the table on each call (no cached copy outside the counted bytes)."""
+        return h @ self.materialize().to(h.dtype).T
 
     @torch.no_grad()
     def materialize(self, chunk: int = 8192) -> torch.Tensor:

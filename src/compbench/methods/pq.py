@@ -111,6 +111,10 @@ class PQEmbedding(CompressedEmbedding):
         # sub-space offsets into the flattened codebook: a function of (M, ksub), not stored
         self.register_buffer("offsets", torch.arange(self.m) * self.ksub, persistent=False)
 
+    def after_load(self) -> None:
+        """Recompute the derived (non-persistent) buffer from the plain attributes (an exported module's load)."""
+        self.offsets.copy_(torch.arange(self.m, device=self.offsets.device) * self.ksub)
+
     def decode_codes(self, packed: torch.Tensor) -> torch.Tensor:
         """Packed codes ``[..., code_size]`` -> reconstructed (rotated-space) vectors ``[..., d]``."""
         idx = unpack_codes(packed, self.m, self.nbits) + self.offsets

@@ -120,6 +120,11 @@ class RaBitQEmbedding(CompressedEmbedding):
             self.register_buffer("rotation", rotation_matrix(self.embedding_dim, self.rotation_seed, d),
                                  persistent=False)
 
+    def after_load(self) -> None:
+        """Recompute the seeded rotation (derived, non-persistent) from the seed (an exported module's load)."""
+        if self.rotation_seed is not None:
+            self.rotation.copy_(rotation_matrix(self.embedding_dim, self.rotation_seed, self.code_dim))
+
     def decode_rotated(self, code: torch.Tensor, *, sign_only: bool = False) -> torch.Tensor:
         """Codes ``[..., code_size]`` -> reconstructions in the rotated space ``[..., d]``."""
         d = self.code_dim

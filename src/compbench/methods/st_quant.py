@@ -75,6 +75,10 @@ class STBinaryEmbedding(CompressedEmbedding):
         self.register_buffer("_shifts", torch.arange(7, -1, -1, dtype=torch.uint8), persistent=False)
         self._value = 1.0 / math.sqrt(dim)
 
+    def after_load(self) -> None:
+        """Recompute the derived (non-persistent) bit shifts (an exported module's load)."""
+        self._shifts.copy_(torch.arange(7, -1, -1, dtype=torch.uint8, device=self._shifts.device))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         p = self.packed[ids]
         bits = ((p.unsqueeze(-1) >> self._shifts.to(p.device)) & 1).reshape(*p.shape[:-1], -1)[..., : self.embedding_dim]

@@ -145,6 +145,10 @@ class TieredEmbedding(CompressedEmbedding):
         self.register_buffer("plan", plan.to(torch.int32).contiguous())
         self.register_buffer("offsets", torch.arange(BLOCK), persistent=False)
 
+    def after_load(self) -> None:
+        """Recompute the derived (non-persistent) buffer (an exported module's load)."""
+        self.offsets.copy_(torch.arange(BLOCK, device=self.offsets.device))
+
     def locate(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tier id, index in tier) of every id (flat long tensors): the id's block of tier ids is unpacked,
         and the index is the block's rank-directory entry plus the same-tier rows before the id in the block."""

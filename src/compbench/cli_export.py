@@ -1,0 +1,48 @@
+"""``compbench export``: fit a method at a budget and write a self-contained artifact (:mod:`compbench.export`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from compbench.cli import _parse_options, console, handle_errors
+
+
+@click.command("export")
+@click.option("--method", "-m", required=True, help="Posthoc method name (see `compbench list methods`).")
+@click.option("--budget", "-b", required=True, help="Memory budget: '40x', '1.5MiB', ...")
+@click.option("--track", default="posthoc", show_default=True,
+              help="Whose table: posthoc (the encoder's token table) | lm (a causal LM's) | words | store.")
+@click.option("--task", "-t", default=None, help="The cell's task (names the record whose scores the card quotes).")
+@click.option("--model", default=None, help="Encoder or language model (default: the track's default).")
+@click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for the fit (default: all available).")
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="Where to look for the cell's record to quote (default: $COMPBENCH_RESULTS, else results/local/).")
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True, help="The artifact folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty artifact folder.")
+@click.option("--no-speed", is_flag=True, help="Skip the decode-speed measurement.")
+@handle_errors
+def export_command(method: str, budget: str, track: str, task: str | None, model: str | None,
+                   options: tuple[str, ...], seed: int, threads: int | None, results: Path | None, out: Path,
+                   overwrite: bool, no_speed: bool) -> None:
+    """Fit METHOD at BUDGET and write embedding.safetensors + config.json + README.md to --out.
+
+    Load it with ``compbench.load_embedding(DIR)``; put it into a model with ``compbench.apply(model, DIR)``.
+    """
+    from compbench.bench.validate import check_seed, check_threads
+    from compbench.config import RunConfig, default_results_dir
+    from compbench.export import export_cell
+
+    check_threads(threads)
+    check_seed(seed)
+    cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
+                    options=_parse_options(options), model=model)
+    info = export_cell(cfg, out, results=results or default_results_dir(), overwrite=overwrite, speed=not no_speed)
+    speed = info.get("decode_speed") or {}
+    sp = f"; decode {speed['ratio']:.2f}x nn.Embedding (1 thread)" if speed.get("ratio") is not None else ""
+    console.print(escape(f"wrote {out}: {info['method']} at {info['budget']} (achieved {info['achieved_ratio']:.2f}x), "
+                         f"{info['stored_bytes']:,} B counted, {info['file_bytes']:,} B on disk{sp}"))
