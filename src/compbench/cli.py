@@ -140,6 +140,10 @@ def main(debug: bool) -> None:
 @click.option("--heal", type=click.IntRange(0, 100_000), default=None,
               help="Track lm: after compression, train the module's float tensors for this many steps to match "
                    "the dense model's next-token distribution (KL) on calibration text; 0/absent: off.")
+@click.option("--table", "table", default=None,
+              help="Your own table: .npy, .safetensors (with --tensor NAME) or a Hugging Face model folder; runs the "
+                   "table track (fidelity).")
+@click.option("--tensor", "tensor", default=None, help="With --table FILE.safetensors: the tensor to compress.")
 @click.option("--max-windows", "max_windows", type=click.IntRange(1, 10_000), default=None,
               help="Track lm: evaluate only the first N windows (smoke runs; in the key as +wN).")
 @click.option("--recipe", "recipe", multiple=True,
@@ -150,7 +154,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
         tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None,
-        max_windows: int | None = None) -> None:
+        max_windows: int | None = None, table: str | None = None, tensor: str | None = None) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -189,6 +193,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         raise UsageError("--lm-mode, --heal and --max-windows apply to --track lm only")
     if max_windows:
         extra["max_windows"] = max_windows
+    track, model = table_track(track, model, table, tensor, extra)
     if lm_mode is not None and lm_mode != "input":
         extra["lm_mode"] = lm_mode
     if heal:
@@ -207,6 +212,22 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         click.echo(to_json(record), nl=False)
     else:
         print_record(record, store.path_for(record.key))
+
+
+def table_track(track: str, model: str | None, table: str | None, tensor: str | None,
+                extra: dict[str, Any]) -> tuple[str, str | None]:
+    """``--table FILE`` is the table track with the file as its model (UsageError on conflicting flags)."""
+    if table is None:
+        if tensor is not None:
+            raise UsageError("--tensor applies with --table FILE.safetensors only")
+        return track, model
+    if track not in ("posthoc", "table"):
+        raise UsageError(f"--table runs the table track; it cannot be combined with --track {track}")
+    if model is not None:
+        raise UsageError("--table FILE is the table to compress; --model does not apply to it")
+    if tensor is not None:
+        extra["tensor"] = tensor
+    return "table", table
 
 
 def print_plan(plan: Any, as_json: bool = False) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from compbench.cli import _parse_options, console, handle_errors
+from compbench.cli import _parse_options, console, handle_errors, table_track
 
 
 @click.command("export")
@@ -17,6 +17,9 @@ from compbench.cli import _parse_options, console, handle_errors
               help="Whose table: posthoc (the encoder's token table) | lm (a causal LM's) | words | store.")
 @click.option("--task", "-t", default=None, help="The cell's task (names the record whose scores the card quotes).")
 @click.option("--model", default=None, help="Encoder or language model (default: the track's default).")
+@click.option("--table", "table", default=None,
+              help="Your own table (.npy, .safetensors with --tensor, or a Hugging Face model folder) instead of a model's.")
+@click.option("--tensor", "tensor", default=None, help="With --table FILE.safetensors: the tensor to compress.")
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for the fit (default: all available).")
@@ -28,7 +31,7 @@ from compbench.cli import _parse_options, console, handle_errors
 @handle_errors
 def export_command(method: str, budget: str, track: str, task: str | None, model: str | None,
                    options: tuple[str, ...], seed: int, threads: int | None, results: Path | None, out: Path,
-                   overwrite: bool, no_speed: bool) -> None:
+                   overwrite: bool, no_speed: bool, table: str | None = None, tensor: str | None = None) -> None:
     """Fit METHOD at BUDGET and write embedding.safetensors + config.json + README.md to --out.
 
     Load it with ``compbench.load_embedding(DIR)``; put it into a model with ``compbench.apply(model, DIR)``.
@@ -39,8 +42,10 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
 
     check_threads(threads)
     check_seed(seed)
+    extra: dict[str, str] = {}
+    track, model = table_track(track, model, table, tensor, extra)
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
-                    options=_parse_options(options), model=model)
+                    options=_parse_options(options), model=model, extra=extra)
     info = export_cell(cfg, out, results=results or default_results_dir(), overwrite=overwrite, speed=not no_speed)
     speed = info.get("decode_speed") or {}
     sp = f"; decode {speed['ratio']:.2f}x nn.Embedding (1 thread)" if speed.get("ratio") is not None else ""

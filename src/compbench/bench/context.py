@@ -35,9 +35,10 @@ TRACK_RUNNERS: dict[str, str] = {
     "train": "compbench.bench.train:TrainHooks",
     "scale": "compbench.bench.scale_track:ScaleHooks",
     "lm": "compbench.bench.lm_track:LMHooks",
+    "table": "compbench.bench.table_track:UserTableHooks",
 }
 
-TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc", "scale": "posthoc", "lm": "posthoc"}
+TRACK_MODE = {"posthoc": "posthoc", "train": "train", "words": "posthoc", "store": "posthoc", "scale": "posthoc", "lm": "posthoc", "table": "posthoc"}
 
 
 @dataclass
@@ -107,6 +108,8 @@ def prepare(config: RunConfig, store: ResultStore | None = None, cache: dict[str
         raise UsageError(f"track '{config.track}' is not available in this version (available: {', '.join(TRACK_RUNNERS)})")
     task_name = config.task or DEFAULT_TASKS[config.track]
     config = replace(config, task=task_name)
+    if config.track == "table" and not config.model:
+        raise UsageError("the table track compresses your own table: give it with --table FILE")
     method = get_method(config.method, **config.options)
     task = get_task(config.track, task_name)
     method.require(TRACK_MODE[config.track])

@@ -153,6 +153,21 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
                                 recipe=",".join(([f"heal={heal}"] if heal else []) + (
                                     [f"windows={extra['max_windows']}"] if extra.get("max_windows") else [])) or "-")
         tag = lm_tag(extra) + ("" if name == DEFAULT_LM else f"+model={name}")
+    elif track == "table":  # the user's table: its file names the identity
+        from compbench.datasets.user_table import table_shape as user_shape
+
+        extra = dict(config.extra or {})
+        unknown = set(extra) - {"tensor"}
+        if unknown:
+            from compbench.errors import UsageError
+
+            raise UsageError(f"unknown table-track setting(s): {', '.join(sorted(map(str, unknown)))} (tensor)")
+        shape = user_shape(str(model), extra.get("tensor")) if model else None
+        stem = Path(str(model).rstrip("/")).stem if model else "table"
+        name = stem + (f"-{extra['tensor']}" if extra.get("tensor") else "")
+        identity = CellIdentity(track=track, model=_SLUG.sub("-", name).strip("-"), width=shape[1] if shape else None,
+                                backbone="none", init="pretrained", head="shared", recipe="-")
+        tag = f"+table={identity.model}"
     elif track == "scale":  # the task is the table: its name and width are the identity
         tag = ""
         identity = CellIdentity(track=track, model=task.card.name, width=int(task.shape[1]), backbone="none",

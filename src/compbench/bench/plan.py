@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from compbench.bench.identity import bundled_table_shape
@@ -134,6 +135,16 @@ def table_shape(config: RunConfig, identity: Any = None) -> tuple[int, int] | No
     (train, from its ``identity``); None otherwise (the cell finds out)."""
     if config.track == "words":
         return GLOVE_SHAPE if config.model in (None, "glove-6B-50d") else None
+    if config.track == "table":
+        from compbench.datasets.user_table import table_shape as user_table_shape
+
+        shape = user_table_shape(str(config.model), (config.extra or {}).get("tensor")) if config.model else None
+        if shape is not None and min(shape) < 2:  # before any budget arithmetic on a degenerate table
+            from compbench.errors import DataError
+
+            raise DataError(f"--table {Path(str(config.model)).name}: an embedding table needs at least 2 rows and 2 "
+                            f"columns, got {shape[0]} x {shape[1]}")
+        return shape
     if config.track == "lm":
         from compbench.models.lm import table_shape as lm_table_shape
 

@@ -60,3 +60,15 @@ class TableHooks(ABC):
     def dense_module(self, ctx: Any, subject: Subject) -> nn.Module:
         """The dense table as an ``nn.Embedding``."""
         return nn.Embedding.from_pretrained(subject.state["table"], freeze=True)
+
+
+class UserTableHooks(TableHooks):
+    """The ``table`` track: a user's table (``--table FILE``, :mod:`compbench.datasets.user_table`), scored by
+    :class:`compbench.tasks.table.TableFidelity`. No dense reference (fidelity is to the table itself)."""
+
+    def load(self, ctx: Any) -> Subject:
+        """Read and validate the user's table."""
+        from compbench.datasets.user_table import load_user_table
+
+        table, info = load_user_table(str(ctx.config.model), (ctx.config.extra or {}).get("tensor"))
+        return self.subject(ctx, table, info, evaluate=ctx.task.score)

@@ -34,6 +34,7 @@ _BUILTIN = {
     "train/subj": "compbench.tasks.train:SUBJ",
     "train/ag_news_test8020": "compbench.tasks.train:AGNewsTest8020",
     "lm/wikitext2": "compbench.tasks.lm:WikiText2",
+    "table/fidelity": "compbench.tasks.table:TableFidelity",
 }
 for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", "128k", "256k")
                                              for d in (768, 2048, 4096))):
@@ -41,7 +42,7 @@ for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", 
 for _k, _v in _BUILTIN.items():
     TASKS.add_lazy(_k, _v)
 
-DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "search", "scale": "minilm", "lm": "wikitext2"}
+DEFAULT_TASKS = {"posthoc": "stsb", "train": "sst2", "words": "wordsim353", "store": "search", "scale": "minilm", "lm": "wikitext2", "table": "fidelity"}
 
 
 def get_task(track: str, name: str) -> Task:

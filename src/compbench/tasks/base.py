@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-TRACKS = ("posthoc", "train", "words", "store", "scale", "lm")
+TRACKS = ("posthoc", "train", "words", "store", "scale", "lm", "table")
 
 
 @dataclass(frozen=True)
