@@ -140,6 +140,7 @@ def main(debug: bool) -> None:
 @click.option("--heal", type=click.IntRange(0, 100_000), default=None,
               help="Track lm: after compression, train the module's float tensors for this many steps to match "
                    "the dense model's next-token distribution (KL) on calibration text; 0/absent: off.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display (it is shown only when stderr is a terminal).")
 @click.option("--table", "table", default=None,
               help="Your own table: .npy, .safetensors (with --tensor NAME) or a Hugging Face model folder; runs the "
                    "table track (fidelity).")
@@ -154,7 +155,8 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         backbone: str | None, d_model: int | None, max_steps: int | None, max_train_samples: int | None,
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
         tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None,
-        max_windows: int | None = None, table: str | None = None, tensor: str | None = None) -> None:
+        max_windows: int | None = None, table: str | None = None, tensor: str | None = None,
+        quiet: bool = False) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -207,11 +209,52 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         print_plan(plan, as_json)
         return
     store = ResultStore(root)
-    record = run_cell(cfg, store)
+    show = err_console.is_terminal and not quiet
+    with PhaseDisplay(err_console, enabled=show) as display:
+        record = run_cell(cfg, store, progress=display.report if show else None)
     if as_json:
         click.echo(to_json(record), nl=False)
     else:
         print_record(record, store.path_for(record.key))
+
+
+class PhaseDisplay:
+    """What ``run`` is doing, on stderr: each phase as it starts (a spinner with its elapsed time and, for work with
+    a size, its position, e.g. ``evaluate: window 3/64``) and a line when it ends. Off when not a terminal."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console, self.enabled = console, enabled
+        self.status: Any = None
+        self.t0 = 0.0
+        self.current = ""
+
+    def __enter__(self) -> PhaseDisplay:
+        import time
+
+        self.t0 = time.perf_counter()
+        if self.enabled:
+            self.status = self.console.status("planning")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def report(self, event: str, what: str, seconds: float) -> None:
+        """``progress(event, what, seconds)`` (see :class:`compbench.bench.context.CellContext`)."""
+        import time
+
+        if self.status is None:
+            return
+        elapsed = time.perf_counter() - self.t0
+        if event == "start":
+            self.current = what
+            self.status.update(f"{escape(what)}  [dim](started at {elapsed:.0f} s)[/]")
+        elif event == "tick":
+            self.status.update(f"{escape(what)}  [dim]({elapsed:.0f} s)[/]")
+        else:
+            self.console.print(f"[dim]{elapsed:7.1f} s[/]  {escape(what)}: done in {seconds:.1f} s")
 
 
 def table_track(track: str, model: str | None, table: str | None, tensor: str | None,

@@ -148,7 +148,7 @@ def execute(ctx: Any, hooks: Any) -> Record:
     """Run the planned cell ``ctx`` (a :class:`~compbench.bench.runner.CellContext`) with a track's hooks."""
     from compbench.bench.context import seed_everything
 
-    phases = measure.MemoryPhases(ctx.device)
+    phases = measure.MemoryPhases(ctx.device, on_phase=getattr(ctx, "progress", None))
     with phases.phase("load"):
         subject = hooks.load(ctx)
     v, d = subject.num_embeddings, subject.dim

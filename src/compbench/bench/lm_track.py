@@ -147,7 +147,7 @@ def dense_hidden(lm: Any, windows: torch.Tensor, windows_sha: str, *, log: Any =
 
 
 def evaluate_table(lm: Any, windows: torch.Tensor, table: torch.Tensor, head: torch.Tensor, dense_h: torch.Tensor,
-                   dense_head: torch.Tensor) -> dict[str, np.ndarray]:
+                   dense_head: torch.Tensor, progress: Any = None) -> dict[str, np.ndarray]:
     """Per-window ``nll``, ``kl``, ``top1`` and ``dense_nll`` of the LM with ``table`` as input and ``head`` as output."""
     cap = softcap(lm.model)
     cols: dict[str, list[float]] = {"nll": [], "kl": [], "top1": [], "dense_nll": []}
@@ -159,6 +159,8 @@ def evaluate_table(lm: Any, windows: torch.Tensor, table: torch.Tensor, head: to
             nll, kl, top1, dnll = window_scores(h[:-1], head, w[1:], dense_h[i, :-1].to(dev), dense_head, cap)
             for k, v in zip(("nll", "kl", "top1", "dense_nll"), (nll, kl, top1, dnll)):
                 cols[k].append(v)
+            if progress is not None:
+                progress("tick", f"evaluate: window {i + 1}/{len(windows)}", 0.0)
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
 
 
@@ -233,7 +235,8 @@ class LMHooks:
             raise CellFailed("the compressed table has non-finite values")
         head = table if st["mode"] == "tied" else dense_table
         t0 = time.perf_counter()
-        cols = evaluate_table(lm, st["windows"], table, head, st["dense_h"], dense_table)
+        cols = evaluate_table(lm, st["windows"], table, head, st["dense_h"], dense_table,
+                              progress=getattr(ctx, "progress", None))
         nll = float(cols["nll"].mean())
         if not math.isfinite(nll):
             raise CellFailed(f"the mean NLL is not finite ({nll})")

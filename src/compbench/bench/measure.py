@@ -477,8 +477,10 @@ class MemoryPhases:
     Phases may nest and repeat. ``device`` (default CPU) adds CUDA peak allocated / reserved per phase.
     """
 
-    def __init__(self, device: torch.device | str | None = None):
+    def __init__(self, device: torch.device | str | None = None,
+                 on_phase: Callable[[str, str, float], None] | None = None):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.on_phase = on_phase  # ("start" | "end", phase, seconds): a progress display (never affects figures)
         self.baseline_rss_bytes = current_rss_bytes()
         self.gpu_baseline_allocated_bytes: int | None = None
         if self.device.type == "cuda":
@@ -531,10 +533,14 @@ class MemoryPhases:
         if rec.calls == 0:
             rec.rss_start_bytes = rss_start
         self._active.append(act)
+        if self.on_phase is not None:
+            self.on_phase("start", name, 0.0)
         t0 = time.perf_counter()
         try:
             yield rec
         finally:
+            if self.on_phase is not None:
+                self.on_phase("end", name, time.perf_counter() - t0)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - t0

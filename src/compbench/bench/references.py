@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -106,7 +107,14 @@ def ensure_reference(ctx: Any, *, imports: tuple[str, ...] = ()) -> Record | Non
     found = find_reference(ctx.store, ref_ctx)
     if found is not None:
         return found
+    progress = getattr(ctx, "progress", None)
+    what = f"dense reference {ref_ctx.key} (first run only; in a fresh process)"
+    if progress is not None:
+        progress("start", what, 0.0)
+    t0 = time.perf_counter()
     run_in_fresh_process(replace(ref_cfg, fresh_process=True), ctx.store, imports=imports)
+    if progress is not None:
+        progress("end", what, time.perf_counter() - t0)
     return find_reference(ctx.store, ref_ctx)
 
 

@@ -46,7 +46,8 @@ def execute_planned(ctx: CellContext) -> Record:
 
 
 def run_cell(config: RunConfig, store: ResultStore | None = None, *, write: bool = True,
-             cache: dict[str, Any] | None = None, references: bool = True, imports: tuple[str, ...] = ()) -> Record:
+             cache: dict[str, Any] | None = None, references: bool = True, imports: tuple[str, ...] = (),
+             progress: Any = None) -> Record:
     """Run one cell and (by default) write its record atomically into ``store``.
 
     With a store and ``references`` (default), the cell's dense reference is planned first: when the
@@ -55,6 +56,7 @@ def run_cell(config: RunConfig, store: ResultStore | None = None, *, write: bool
     Raises UsageError (bad names, budgets, devices; unattainable budget) before any work is done.
     """
     ctx = prepare(config, store, cache)
+    ctx.progress = progress
     if references and store is not None:
         from compbench.bench.references import ensure_reference
 
