@@ -192,3 +192,9 @@ def test_a_move_past_the_tolerance_is_a_regression_only_when_it_is_significant(t
     # without per-item data the tolerance rule alone applies, and the reason says so
     comp = compare_records(make(main_score=0.8), make(main_score=0.78))
     assert comp.kind == "regression" and "no per-item data" in comp.reasons[0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_new_score_is_a_regression(bad: float) -> None:
+    d = compare_records(make(main_score=0.8), make(main_score=bad))
+    assert d.kind == "regression" and "not a finite score" in " ".join(d.reasons)

@@ -24,6 +24,7 @@ with their path and skipped. Exit code: 0 clean, 1 on any regression or missing 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,8 @@ def compare_records(base: Record, new: Record, base_items: Any = None, new_items
         if base.metrics.main is None or new.metrics.main is None:
             if base.status == new.status:
                 regress.append(f"{d.metric} {_fmt(base.metrics.main)} -> {_fmt(new.metrics.main)}")
+        elif not math.isfinite(new.metrics.main) or not math.isfinite(base.metrics.main):
+            regress.append(f"{d.metric} {_fmt(base.metrics.main)} -> {_fmt(new.metrics.main)}: not a finite score")
         else:
             delta = new.metrics.main - base.metrics.main
             bad = -delta if base.task.higher_is_better else delta

@@ -23,6 +23,7 @@ mteb tasks (:mod:`compbench.bench.mteb_interop`).
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -259,6 +260,8 @@ def execute(ctx: Any, hooks: Any) -> Record:
     scores, extra = aggregate(ctx, subject, outcomes) if aggregate else _aggregate_default(ctx, outcomes)
     measurements.update(extra)
     main = float(scores[ctx.task.card.metric])
+    if not math.isfinite(main):  # a non-finite score is never written as a success
+        return record("failed", f"the task's {ctx.task.card.metric} is not finite ({main}); nothing is ranked")
     assert first is not None
     with phases.phase("lookup"):
         measurements["lookup"] = compare_lookup(first, hooks.dense_module(ctx, subject), num_embeddings=v,
