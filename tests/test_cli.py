@@ -50,3 +50,28 @@ def test_list_commands() -> None:
     for what, needle in (("methods", "svd"), ("tasks", "stsb"), ("datasets", "sst2")):
         res = r.invoke(main, ["list", what])
         assert res.exit_code == 0 and needle in res.output
+
+
+def test_list_methods_is_compact_and_a_name_shows_the_whole_card() -> None:
+    from click.testing import CliRunner
+
+    from compbench.cli import main
+
+    res = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["list", "methods"])
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+    assert "compbench list methods NAME" in res.output
+    res = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["list", "methods", "pq"])
+    assert res.exit_code == 0 and "-o codebook_dtype" in res.output and "Jegou" in res.output
+    res = CliRunner().invoke(main, ["list", "methods", "pqq"])
+    assert res.exit_code == 2 and "did you mean" in res.output
+    res = CliRunner().invoke(main, ["list", "tasks", "stsb"])
+    assert res.exit_code == 2 and "for methods only" in res.output
+
+
+def test_the_record_panel_shows_the_config_in_one_line() -> None:
+    from compbench.cli import one_line_config
+
+    cfg = {"anchors": 512, "slots": 4, "fit_history": [1, 2, 3], "nested": {"a": 1}, "name": "x" * 200}
+    line = one_line_config(cfg)
+    assert "\n" not in line and len(line) <= 100 and "fit_history" not in line and line.startswith('{"anchors": 512')

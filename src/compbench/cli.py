@@ -320,6 +320,14 @@ def _fmt_bytes(n: float | None) -> str:
     return str(n)  # pragma: no cover
 
 
+def one_line_config(config: dict[str, Any] | None, limit: int = 100) -> str:
+    """The method's configuration in one line: its scalar settings (nested parts are in the record), cut at
+    ``limit`` characters."""
+    flat = {k: v for k, v in (config or {}).items() if not isinstance(v, (dict, list, tuple))}
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def print_record(record: Any, path: Path | None = None) -> None:
     """Pretty-print a record summary with rich."""
     t = Table(title=f"[bold]{escape(record.key)}[/]", show_header=False, title_justify="left")
@@ -328,7 +336,7 @@ def print_record(record: Any, path: Path | None = None) -> None:
     status_style = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim",
                     "timeout": "red"}.get(record.status, "")
     t.add_row("status", f"[{status_style}]{record.status}[/]" + (f"  ({escape(record.error)})" if record.error else ""))
-    t.add_row("method", escape(f"{record.method.name} v{record.method.version}  {json.dumps(record.method.config, sort_keys=True)}"))
+    t.add_row("method", escape(f"{record.method.name} v{record.method.version}  {one_line_config(record.method.config)}"))
     t.add_row("task", escape(f"{record.task.name} v{record.task.version} ({record.track}); metric {record.task.metric}"))
     b = record.budget
     ratio = f"{b.achieved_ratio:.2f}x" if b.achieved_ratio else "-"
@@ -382,19 +390,38 @@ def print_record(record: Any, path: Path | None = None) -> None:
 
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "tasks", "datasets"]))
+@click.argument("name", required=False, default=None)
 @click.option("--track", default=None, help="Only tasks of this track.")
 @handle_errors
-def list_cmd(what: str, track: str | None) -> None:
-    """List methods, tasks or datasets with their cards."""
+def list_cmd(what: str, name: str | None, track: str | None) -> None:
+    """List methods, tasks or datasets. ``list methods`` is one short line per method (readable at 80 columns);
+    ``list methods NAME`` shows that method's whole card: reference, description and options."""
+    if what == "methods" and name is not None:
+        from compbench.methods import get_method_class
+
+        c = get_method_class(name).card  # unknown names: one line with a suggestion
+        t = Table(title=f"[bold]{escape(c.name)}[/] v{c.version}", show_header=False, title_justify="left")
+        t.add_column("field", style="cyan")
+        t.add_column("value", overflow="fold")
+        for field_name, value in (("family", c.family), ("tracks", ", ".join(c.modes)), ("reference", c.reference),
+                                  ("description", c.description)):
+            t.add_row(field_name, escape(str(value)))
+        for opt, text in sorted((c.options or {}).items()):
+            t.add_row(f"-o {escape(opt)}", escape(str(text)))
+        console.print(t)
+        return
+    if name is not None:
+        raise UsageError(f"'compbench list {what} NAME' is for methods only")
     if what == "methods":
         from compbench.methods import get_method_class, list_methods
 
-        t = Table(title="methods")
-        for col in ("name", "version", "family", "tracks", "reference", "description"):
-            t.add_column(col, overflow="fold")
+        t = Table(title="methods (details: compbench list methods NAME)")
+        for col, width in (("name", 12), ("family", 15), ("tracks", 13)):
+            t.add_column(col, no_wrap=True, min_width=width, max_width=width, overflow="ellipsis")
+        t.add_column("description", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - 53))
         for n in list_methods():
             c = get_method_class(n).card
-            t.add_row(c.name, str(c.version), c.family, ", ".join(c.modes), c.reference, c.description)
+            t.add_row(c.name, c.family, ", ".join(c.modes), c.description)
     elif what == "tasks":
         from compbench.tasks import TASKS, get_task
 
