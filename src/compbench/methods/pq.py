@@ -117,7 +117,10 @@ class PQEmbedding(CompressedEmbedding):
 
     def decode_codes(self, packed: torch.Tensor) -> torch.Tensor:
         """Packed codes ``[..., code_size]`` -> reconstructed (rotated-space) vectors ``[..., d]``."""
-        idx = unpack_codes(packed, self.m, self.nbits) + self.offsets
+        if self.nbits == 8:  # int32 indices: the same gather, several times faster on CPU than int64 ones
+            idx = packed[..., :self.m].to(torch.int32) + self.offsets.to(torch.int32)
+        else:
+            idx = unpack_codes(packed, self.m, self.nbits) + self.offsets
         flat = self.centroids.float().reshape(self.m * self.ksub, self.dsub)
         return nn.functional.embedding(idx, flat).reshape(*packed.shape[:-1], self.embedding_dim)
 
