@@ -32,7 +32,7 @@ from compbench.artifact import (
     load_embedding,
     sha256_file,
 )
-from compbench.errors import UsageError
+from compbench.errors import CompbenchError, UsageError
 
 
 def _tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -116,7 +116,8 @@ def card(cfg: dict[str, Any]) -> str:
              f"| budget | {cfg['budget']} of the fp32 table; achieved {cfg.get('achieved_ratio', 0):.2f}x |",
              f"| stored bytes (counted) | {cfg['stored_bytes']:,} |",
              f"| file bytes | {cfg['file_bytes']:,} (header {cfg['header_bytes']:,}) |",
-             f"| record | `{cfg.get('record_key')}` |"]
+             f"| record | `{cfg.get('record_key')}` |",
+             f"| loaded back, bit for bit | {cfg.get('roundtrip_bitwise_equal')} |"]
     rec = cfg.get("record") or {}
     if rec.get("main") is not None:
         iv = rec.get("interval") or {}
@@ -181,10 +182,16 @@ def export_cell(config: Any, out: Path | str, *, results: Path | str | None = No
                 facts["record"] = None
     folder = write_artifact(module, folder, facts, overwrite=overwrite)
     cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    loaded = load_embedding(folder)
+    ids = torch.randint(0, v, (64, 128), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the artifact, loaded back, decodes exactly as the fitted module does
+        cfg["roundtrip_bitwise_equal"] = bool(torch.equal(loaded(ids), module(ids)))
     if speed:
-        cfg["decode_speed"] = decode_speed(load_embedding(folder))
-        (folder / CONFIG).write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        (folder / CARD).write_text(card(cfg), encoding="utf-8")
+        cfg["decode_speed"] = decode_speed(loaded)
+    (folder / CONFIG).write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    (folder / CARD).write_text(card(cfg), encoding="utf-8")
+    if not cfg["roundtrip_bitwise_equal"]:
+        raise CompbenchError(f"the artifact in {folder} does not decode bit for bit as the fitted module: a bug")
     return cfg
 
 

@@ -85,11 +85,11 @@ def heal(ctx: Any, subject: Any, module: nn.Module, steps: int, seed: int) -> di
     with torch.no_grad():
         for k, t in originals.items():
             t.copy_(params[k].detach().to(t.dtype))
-    k = max(1, min(10, len(losses)))
+    n_avg = max(1, min(10, len(losses)))
     return {"steps": steps, "context": HEAL_CONTEXT, "windows": int(windows.shape[0]), "lr": HEAL_LR,
             "optimizer": "Adam", "tokens": steps * (HEAL_CONTEXT - 1), "source": "imdb/train (calibration text)",
-            "loss": "KL(dense || healed), nats/token", "kl_first": float(sum(losses[:k]) / k),
-            "kl_last": float(sum(losses[-k:]) / k), "time_s": time.perf_counter() - t0,
+            "loss": "KL(dense || healed), nats/token", "kl_first": float(sum(losses[:n_avg]) / n_avg),
+            "kl_last": float(sum(losses[-n_avg:]) / n_avg), "time_s": time.perf_counter() - t0,
             "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
                                "trained": got_grad[name]} for name, t in originals.items()}}
 
