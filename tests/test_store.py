@@ -111,3 +111,20 @@ def test_only_track_folders_hold_records(tmp_path: Path) -> None:
     good, bad = store.load_all()
     assert [r.key for r in good] == [rec.key] and bad == []
     assert len(nested.load_all()[0]) == 1
+
+
+def test_records_and_sidecars_respect_the_umask(tmp_path) -> None:  # noqa: ANN001
+    """A team's shared results folder: records are written 0644 under umask 022 (mkstemp alone makes 0600)."""
+    import os
+    import stat
+
+    from compbench.bench.store import ResultStore, file_mode
+
+    old = os.umask(0o022)
+    try:
+        assert file_mode() == 0o644
+        store = ResultStore(tmp_path)
+        store._atomic_write(tmp_path / "posthoc" / "x.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "posthoc" / "x.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

@@ -66,6 +66,9 @@ def write_artifact(module: nn.Module, out: Path | str, facts: dict[str, Any], *,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS))
+    from compbench.bench.store import file_mode
+
+    (tmp / WEIGHTS).chmod(file_mode())  # safetensors writes 0600; an artifact is meant to be shared
     counted = stored_bytes(module)
     file_bytes = (tmp / WEIGHTS).stat().st_size
     header = int.from_bytes((tmp / WEIGHTS).read_bytes()[:8], "little") + 8

@@ -64,6 +64,13 @@ def load_record(path: Path | str) -> Record:
         raise RecordError(f"{p}: invalid record: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
 
 
+def file_mode() -> int:
+    """The mode a new file gets under the process umask (``0o666 & ~umask``: 0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 class ResultStore:
     """Records under ``root`` at ``<root>/<key>.json``."""
 
@@ -139,6 +146,7 @@ class ResultStore:
         except OSError as exc:
             raise UsageError(f"results directory {self.root} is not writable: {exc.strerror or exc}") from exc
         try:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600; a team's shared results folder must be readable
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
