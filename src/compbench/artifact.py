@@ -29,7 +29,6 @@ or a ``sentence-transformers`` model (its transformer's word embeddings), checki
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from compbench.errors import DataError, UsageError
+from compbench.hashing import sha256_file
 
 FORMAT = "compbench-embedding"
 FORMAT_VERSION = 1
@@ -55,15 +55,6 @@ _BASE_ATTRS = frozenset(nn.Module().__dict__)
 
 class ArtifactError(DataError):
     """An artifact that cannot be loaded (one line; exit code 1)."""
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _plain(value: Any) -> bool:

@@ -30,9 +30,9 @@ from compbench.artifact import (
     WEIGHTS,
     describe_module,
     load_embedding,
-    sha256_file,
 )
 from compbench.errors import CompbenchError, UsageError
+from compbench.hashing import sha256_file
 
 
 def _tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -115,7 +115,7 @@ def dense_hidden(lm: Any, windows: torch.Tensor, windows_sha: str, *, log: Any =
     """The dense model's final hidden states ``[n, L, d]`` on ``windows`` (cached; see the module docstring)."""
     from safetensors.torch import load_file, save_file
 
-    from compbench.models.lm import sha256_file
+    from compbench.hashing import sha256_file
 
     path = dense_cache_path(lm, windows_sha)
     side = path.with_suffix(".json")

