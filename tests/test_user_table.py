@@ -114,3 +114,30 @@ def test_run_writes_a_record_and_export_loads_back(files: dict[str, Path], tmp_p
     table, _ = load_user_table(files["st"], "emb")
     cos = torch.nn.functional.cosine_similarity(emb.materialize(), table, dim=1).mean()
     assert float(cos) == pytest.approx(rec["metrics"]["main"], abs=1e-6)
+
+
+def test_frequencies_file_drives_tiered_and_is_validated(files: dict[str, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from compbench.cli import main
+
+    counts = np.zeros(2000)
+    counts[:50] = np.arange(50, 0, -1) * 10.0
+    np.save(tmp_path / "counts.npy", counts)
+    res = CliRunner().invoke(main, ["run", "--table", str(files["npy"]), "--method", "tiered", "--budget", "40x",
+                                    "--threads", "1", "--frequencies", str(tmp_path / "counts.npy"), "--json",
+                                    "--results", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    freq = json.loads(res.stdout)["method"]["config"]["frequencies"]
+    assert freq["kind"] == "file" and freq["seen_rows"] == 50 and len(freq["sha256"]) == 64
+    np.save(tmp_path / "short.npy", counts[:10])
+    np.save(tmp_path / "neg.npy", -counts)
+    for extra, code, needle in (
+            (["--method", "pq", "--frequencies", str(tmp_path / "counts.npy")], 2, "not 'pq'"),
+            (["--method", "tiered", "--frequencies", str(tmp_path / "short.npy")], 1, "10 counts for a 2,000-row table"),
+            (["--method", "tiered", "--frequencies", str(tmp_path / "neg.npy")], 1, "finite and >= 0"),
+            (["--method", "tiered", "--frequencies", str(tmp_path / "none.npy")], 2, "no such file")):
+        res = CliRunner().invoke(main, ["run", "--table", str(files["npy"]), "--budget", "40x", "--threads", "1",
+                                        "--results", str(tmp_path / "r"), *extra])
+        assert res.exit_code == code, res.output
+        assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

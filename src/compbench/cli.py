@@ -145,6 +145,9 @@ def main(debug: bool) -> None:
               help="Your own table: .npy, .safetensors (with --tensor NAME) or a Hugging Face model folder; runs the "
                    "table track (fidelity).")
 @click.option("--tensor", "tensor", default=None, help="With --table FILE.safetensors: the tensor to compress.")
+@click.option("--frequencies", "frequencies", default=None,
+              help="Token counts for the frequency-aware methods (tiered, mde-posthoc): a .npy of V counts or a "
+                   "parquet file (id, count); the same as -o frequencies=file:PATH.")
 @click.option("--max-windows", "max_windows", type=click.IntRange(1, 10_000), default=None,
               help="Track lm: evaluate only the first N windows (smoke runs; in the key as +wN).")
 @click.option("--recipe", "recipe", multiple=True,
@@ -156,7 +159,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
         tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None,
         max_windows: int | None = None, table: str | None = None, tensor: str | None = None,
-        quiet: bool = False) -> None:
+        quiet: bool = False, frequencies: str | None = None) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -201,7 +204,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     if heal:
         extra["heal"] = heal
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
-                    options=_parse_options(options), model=model, fresh_process=True, seeds=seed_list, extra=extra,
+                    options=with_frequencies(method, _parse_options(options), frequencies), model=model, fresh_process=True, seeds=seed_list, extra=extra,
                     lookup_workload=lookup_workload, tune=tune == "on", max_fit_seconds=max_fit_seconds or None)
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
@@ -255,6 +258,23 @@ class PhaseDisplay:
             self.status.update(f"{escape(what)}  [dim]({elapsed:.0f} s)[/]")
         else:
             self.console.print(f"[dim]{elapsed:7.1f} s[/]  {escape(what)}: done in {seconds:.1f} s")
+
+
+def with_frequencies(method: str, options: dict[str, Any], frequencies: str | None) -> dict[str, Any]:
+    """``--frequencies FILE`` as the method's ``frequencies=file:<absolute path>`` option (UsageError for a method
+    without that option, or when -o frequencies is given too)."""
+    if frequencies is None:
+        return options
+    from compbench.methods import get_method_class
+
+    if "frequencies" not in (get_method_class(method).card.options or {}):
+        raise UsageError(f"--frequencies applies to the frequency-aware methods (tiered, mde-posthoc), not '{method}'")
+    if "frequencies" in options:
+        raise UsageError("give the token counts once: --frequencies FILE or -o frequencies=..., not both")
+    path = Path(frequencies)
+    if not path.is_file():
+        raise UsageError(f"--frequencies {frequencies[:200]}: no such file")
+    return {**options, "frequencies": f"file:{path.resolve()}"}
 
 
 def table_track(track: str, model: str | None, table: str | None, tensor: str | None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from compbench.cli import _parse_options, console, handle_errors, table_track
+from compbench.cli import _parse_options, console, handle_errors, table_track, with_frequencies
 
 
 @click.command("export")
@@ -20,6 +20,8 @@ from compbench.cli import _parse_options, console, handle_errors, table_track
 @click.option("--table", "table", default=None,
               help="Your own table (.npy, .safetensors with --tensor, or a Hugging Face model folder) instead of a model's.")
 @click.option("--tensor", "tensor", default=None, help="With --table FILE.safetensors: the tensor to compress.")
+@click.option("--frequencies", "frequencies", default=None,
+              help="Token counts for tiered / mde-posthoc (.npy of V counts or parquet id, count).")
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for the fit (default: all available).")
@@ -31,7 +33,8 @@ from compbench.cli import _parse_options, console, handle_errors, table_track
 @handle_errors
 def export_command(method: str, budget: str, track: str, task: str | None, model: str | None,
                    options: tuple[str, ...], seed: int, threads: int | None, results: Path | None, out: Path,
-                   overwrite: bool, no_speed: bool, table: str | None = None, tensor: str | None = None) -> None:
+                   overwrite: bool, no_speed: bool, table: str | None = None, tensor: str | None = None,
+                   frequencies: str | None = None) -> None:
     """Fit METHOD at BUDGET and write embedding.safetensors + config.json + README.md to --out.
 
     Load it with ``compbench.load_embedding(DIR)``; put it into a model with ``compbench.apply(model, DIR)``.
@@ -45,7 +48,8 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
     extra: dict[str, str] = {}
     track, model = table_track(track, model, table, tensor, extra)
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
-                    options=_parse_options(options), model=model, extra=extra)
+                    options=with_frequencies(method, _parse_options(options), frequencies), model=model,
+                    extra=extra)
     info = export_cell(cfg, out, results=results or default_results_dir(), overwrite=overwrite, speed=not no_speed)
     speed = info.get("decode_speed") or {}
     sp = f"; decode {speed['ratio']:.2f}x nn.Embedding (1 thread)" if speed.get("ratio") is not None else ""

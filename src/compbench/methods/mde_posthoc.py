@@ -79,7 +79,7 @@ class MDEPosthoc(Method):
             "blocks": "number k of frequency blocks (default 8)",
             "alpha": "temperature of the power rule d_i ~ p_i^alpha (default 0.3)",
             "frequencies": "auto (default: calibration-corpus counts for MiniLM's vocabulary, else row order) | "
-                           "corpus | row-order",
+                           "corpus | row-order | file:PATH (your counts: --frequencies FILE)",
         },
     )
     option_ranges = {"blocks": at_least(1), "alpha": OptionRange(float, 0, 4)}
@@ -89,8 +89,10 @@ class MDEPosthoc(Method):
         return [{"alpha": a, "blocks": k} for k in BLOCKS for a in ALPHAS]
 
     def _frequencies(self) -> str:
+        from compbench.methods.tiered import is_frequency_mode
+
         mode = str(self.options.get("frequencies", "auto"))
-        if mode not in FREQUENCIES:
+        if not is_frequency_mode(mode):
             raise UsageError(f"option frequencies={mode!r} of method 'mde-posthoc' must be one of "
                              f"{', '.join(FREQUENCIES)}")
         return mode

@@ -83,6 +83,8 @@ def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dic
     """Per-row counts (float64 ``[V]``) and where they come from (recorded in the config)."""
     from compbench.bench.measure import load_token_frequencies, token_frequencies_for
 
+    if mode.startswith("file:"):
+        return counts_file(mode[5:], num_embeddings)
     if mode in ("auto", "corpus"):
         freq = token_frequencies_for(num_embeddings) or load_token_frequencies()
         if freq.vocab_size == num_embeddings:
@@ -94,6 +96,48 @@ def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dic
                              f"{num_embeddings}; use -o frequencies=row-order")
     counts = 1.0 / np.arange(1, num_embeddings + 1, dtype=np.float64)
     return counts, {"kind": "row-order", "law": "count ~ 1 / (row + 1)", "source": None, "sha256": None}
+
+
+def is_frequency_mode(mode: str) -> bool:
+    """Whether ``mode`` is a ``frequencies`` option value: auto | corpus | row-order | file:PATH."""
+    return mode in FREQUENCIES or (mode.startswith("file:") and len(mode) > 5)
+
+
+def counts_file(path: str, num_embeddings: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The user's token counts (``--frequencies FILE`` = ``-o frequencies=file:PATH``): a 1-D ``.npy`` of ``V``
+    non-negative finite counts (row i's count), or a parquet file with columns ``id`` and ``count``."""
+    from pathlib import Path
+
+    from compbench.errors import DataError
+    from compbench.hashing import sha256_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--frequencies {path[:200]}: no such file")
+    try:
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(file, columns=["id", "count"])
+            ids = t.column("id").to_numpy().astype(np.int64)
+            cnt = t.column("count").to_numpy().astype(np.float64)
+            if ids.size and (ids.min() < 0 or ids.max() >= num_embeddings):
+                raise DataError(f"--frequencies {file.name}: ids must lie in 0..{num_embeddings - 1}")
+            counts = np.zeros(num_embeddings, dtype=np.float64)
+            np.add.at(counts, ids, cnt)
+        elif file.suffix == ".npy":
+            counts = np.load(file, allow_pickle=False).astype(np.float64)
+        else:
+            raise UsageError(f"--frequencies {file.name}: use a .npy array of counts or a parquet file (id, count)")
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"--frequencies {file.name}: cannot read the counts ({type(exc).__name__})") from None
+    if counts.shape != (num_embeddings,):
+        raise DataError(f"--frequencies {file.name}: {counts.shape[0] if counts.ndim == 1 else counts.shape} counts "
+                        f"for a {num_embeddings:,}-row table")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise DataError(f"--frequencies {file.name}: counts must be finite and >= 0")
+    return counts, {"kind": "file", "source": str(file.resolve()), "sha256": sha256_file(file),
+                    "total_tokens": float(counts.sum()), "seen_rows": int((counts > 0).sum())}
 
 
 def tier_sizes(counts: np.ndarray, masses: tuple[float, ...]) -> list[tuple[float, int]]:
@@ -245,7 +289,7 @@ class Tiered(Method):
             "base": "the per-tier codec: any posthoc method (default pq)",
             "alpha": f"score weights count^alpha (default {DEFAULT_ALPHA}; 1 = plain frequency)",
             "frequencies": "auto (default: shipped counts when the vocabulary matches, else row order) | corpus | "
-                           "row-order",
+                           "row-order | file:PATH (your counts: --frequencies FILE)",
             "unseen": "shared (default: rows never seen share one fp32 code) | rest (they join the second tier)",
         },
     )
@@ -259,6 +303,8 @@ class Tiered(Method):
     # -- options -----------------------------------------------------------------------------------------
     def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = str(self.options.get(key, allowed[0]))
+        if key == "frequencies" and is_frequency_mode(value):
+            return value
         if value not in allowed:
             raise UsageError(f"option {key}={value!r} of method 'tiered' must be one of {', '.join(allowed)}")
         return value
