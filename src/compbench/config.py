@@ -38,6 +38,13 @@ def leaderboard_results_dir() -> Path:
     return Path(ENV_RESULTS or LEADERBOARD_RESULTS)
 
 
+def cache_dir() -> Path:
+    """Folder of compbench's on-disk caches: ``$XDG_CACHE_HOME/compbench``, else ``~/.cache/compbench`` (read at
+    call time, so a test or a user can point it elsewhere for one process)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compbench"
+
+
 DEFAULT_MAX_FIT_SECONDS = 3600.0  # one hour: ``compbench run`` / ``sweep --max-fit-seconds`` default
 
 

@@ -139,7 +139,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
     elif track == "lm":  # the model, its table's width and the mode; a healed cell is its own recipe (frame)
-        from compbench.bench.lm_track import check_lm_extra, lm_mode, lm_tag
+        from compbench.bench.lm_settings import check_lm_extra, lm_mode, lm_tag
         from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape
 
         extra = dict(config.extra or {})

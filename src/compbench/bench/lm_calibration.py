@@ -34,7 +34,7 @@ def _sources() -> list[dict[str, Any]]:
 
 def counts_path(lm: Any) -> Path:
     """Where the LM's calibration counts live."""
-    from compbench.bench.store_track import cache_dir
+    from compbench.config import cache_dir
 
     rev = str(lm.info.get("revision") or "norev")[:12]
     return cache_dir() / "token-frequency" / f"{lm.info['name']}-{rev}-counts.parquet"

@@ -47,7 +47,7 @@ def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 def heal(ctx: Any, subject: Any, module: nn.Module, steps: int, seed: int) -> dict[str, Any]:
     """Heal ``module`` in place for ``steps`` steps; returns the facts recorded in the cell."""
     from compbench.bench.lm_calibration import calibration_windows
-    from compbench.bench.lm_track import decoder_body, log_probs, softcap
+    from compbench.models.lm import decoder_body, log_probs, softcap
 
     st = subject.state
     lm, dense_table, mode = st["lm"], st["table"].to(ctx.device), st["mode"]

@@ -40,14 +40,10 @@ from torch import nn
 
 from compbench.bench.accounting import stored_bytes
 from compbench.bench.lifecycle import CellFailed, Outcome, Subject
+from compbench.bench.lm_settings import lm_mode
+from compbench.models.lm import hidden_states, log_probs, softcap
 
-LM_MODES = ("input", "tied")
 POSITION_CHUNK = 128  #: positions per log-softmax block (bounds memory on a 262,144-token vocabulary)
-
-
-def lm_mode(config: Any) -> str:
-    """The cell's mode (``input`` unless ``--lm-mode tied``)."""
-    return str((config.extra or {}).get("lm_mode") or "input")
 
 
 def get_lm(ctx: Any) -> Any:
@@ -58,32 +54,6 @@ def get_lm(ctx: Any) -> Any:
     if key not in ctx.cache:
         ctx.cache[key] = load_lm(ctx.config.model, device=str(ctx.device))
     return ctx.cache[key]
-
-
-def decoder_body(model: Any) -> Any:
-    """The decoder without its head (``model.model`` for Llama and Gemma-3)."""
-    return getattr(model, model.base_model_prefix)
-
-
-def softcap(model: Any) -> float | None:
-    """The final logit soft-cap of the model's config (Gemma-2 style), or None."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    cap = getattr(cfg, "final_logit_softcapping", None)
-    return float(cap) if cap else None
-
-
-def hidden_states(lm: Any, window: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Final hidden states ``[L, d]`` of one window with its rows looked up in ``table``."""
-    embeds = table[window].unsqueeze(0) * lm.embed_scale
-    return decoder_body(lm.model)(inputs_embeds=embeds).last_hidden_state[0]
-
-
-def log_probs(h: torch.Tensor, head: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """``log_softmax(h @ head^T)`` in fp32, with the soft-cap when set."""
-    logits = h @ head.T
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits.float(), dim=-1)
 
 
 def window_scores(h: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, dense_h: torch.Tensor,
@@ -258,35 +228,5 @@ class LMHooks:
         return nn.Embedding.from_pretrained(subject.state["table"], freeze=True)
 
 
-def check_lm_extra(extra: dict[str, Any]) -> None:
-    """Validate the lm track's settings (``lm_mode``, ``heal``)."""
-    from compbench.errors import UsageError
-
-    mode = extra.get("lm_mode", "input")
-    if mode not in LM_MODES:
-        raise UsageError(f"--lm-mode must be one of {', '.join(LM_MODES)}, got {str(mode)[:40]!r}")
-    heal = extra.get("heal", 0)
-    if not isinstance(heal, int) or isinstance(heal, bool) or not 0 <= heal <= 100_000:
-        raise UsageError(f"--heal must be an integer number of steps in 0..100000, got {str(heal)[:40]!r}")
-    cap = extra.get("max_windows", 0)
-    if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= 10_000:
-        raise UsageError(f"--max-windows must be an integer in 0..10000, got {str(cap)[:40]!r}")
-    unknown = set(extra) - {"lm_mode", "heal", "max_windows"}
-    if unknown:
-        raise UsageError(f"unknown lm-track setting(s): {', '.join(sorted(map(str, unknown)))} "
-                         "(lm_mode, heal, max_windows)")
-
-
-def lm_tag(extra: dict[str, Any]) -> str:
-    """The key's settings tag: ``+tied`` for the tied mode, ``+heal<N>`` for a healed cell, ``+w<N>`` for a smoke
-    run on the first N windows."""
-    tag = "+tied" if extra.get("lm_mode") == "tied" else ""
-    if int(extra.get("max_windows") or 0) > 0:
-        tag += f"+w{int(extra['max_windows'])}"
-    if int(extra.get("heal") or 0) > 0:
-        tag += f"+heal{int(extra['heal'])}"
-    return tag
-
-
-__all__ = ["LMHooks", "LM_MODES", "check_lm_extra", "dense_hidden", "evaluate_table", "get_lm", "lm_mode", "lm_tag"]
+__all__ = ["LMHooks", "dense_hidden", "evaluate_table", "get_lm", "window_scores"]
 

@@ -218,7 +218,7 @@ def token_frequencies_for(vocab_size: int) -> TokenFrequencies | None:
     """Token counts for a ``vocab_size``-row vocabulary: the shipped MiniLM counts, else counts that a track wrote
     into ``<cache>/compbench/token-frequency/`` for its own tokenizer (the lm track counts the same calibration
     sources with the LM's tokenizer, :func:`compbench.bench.lm_calibration.ensure_counts`); None when none match."""
-    from compbench.bench.store_track import cache_dir  # noqa: PLC0415
+    from compbench.config import cache_dir
 
     shipped = load_token_frequencies()
     if shipped.vocab_size == vocab_size:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,17 +22,8 @@ import torch
 from compbench.bench.lifecycle import Outcome, Subject
 from compbench.bench.measure import Stopwatch
 from compbench.bench.table_track import TableHooks
+from compbench.config import cache_dir  # noqa: E402,F401 - the caches' folder lives in config (one place)
 from compbench.errors import DataError
-
-CACHE_DIR: Path | None = None  # override (tests); None: $XDG_CACHE_HOME/compbench or ~/.cache/compbench
-
-
-def cache_dir() -> Path:
-    """Folder of compbench's on-disk caches."""
-    if CACHE_DIR is not None:
-        return Path(CACHE_DIR)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "compbench"
 
 
 def vectors_key(model_info: dict[str, Any], corpus_sha: str, max_seq_length: int | None) -> str:

