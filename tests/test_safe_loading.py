@@ -167,6 +167,7 @@ def test_token_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path, tmp_pa
 
 def test_store_vector_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from compbench import config
     from compbench.bench import store_track
     from compbench.tasks.store import corpus_sha256
 
@@ -181,7 +182,7 @@ def test_store_vector_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path,
         def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
             return np.ones((len(texts), 4), dtype=np.float32)
 
-    monkeypatch.setattr(store_track, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     texts = ["a", "b", "c"]
     key = store_track.vectors_key(Info().to_dict(), corpus_sha256(texts), None)
     (tmp_path / "store-vectors").mkdir()

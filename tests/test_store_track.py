@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from compbench import config  # noqa: I001
 from compbench.bench import store_track
 from compbench.tasks.store import (
     StoreContext,
@@ -49,10 +50,10 @@ class StoreSTSBTestOnly(StoreSTSB):
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("compbench-cache")
-    old = store_track.CACHE_DIR
-    store_track.CACHE_DIR = path
+    old = config.CACHE_DIR
+    config.CACHE_DIR = path
     yield path
-    store_track.CACHE_DIR = old
+    config.CACHE_DIR = old
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,14 @@ def leaderboard_results_dir() -> Path:
     return Path(ENV_RESULTS or LEADERBOARD_RESULTS)
 
 
+CACHE_DIR: Path | None = None  # override (tests); None: $XDG_CACHE_HOME/compbench or ~/.cache/compbench
+
+
 def cache_dir() -> Path:
-    """Folder of compbench's on-disk caches: ``$XDG_CACHE_HOME/compbench``, else ``~/.cache/compbench`` (read at
-    call time, so a test or a user can point it elsewhere for one process)."""
+    """Folder of compbench's on-disk caches: :data:`CACHE_DIR` when set, else ``$XDG_CACHE_HOME/compbench``, else
+    ``~/.cache/compbench`` (read at call time, so a test or a user can point it elsewhere for one process)."""
+    if CACHE_DIR is not None:
+        return Path(CACHE_DIR)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "compbench"
 
