@@ -50,7 +50,12 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
                     options=with_frequencies(method, _parse_options(options), frequencies), model=model,
                     extra=extra)
-    info = export_cell(cfg, out, results=results or default_results_dir(), overwrite=overwrite, speed=not no_speed)
+    from compbench.cli import err_console
+
+    with err_console.status(f"exporting {method} at {budget}: loading the table, fitting, writing, checking the "
+                            "round trip" + ("" if no_speed else ", timing the decode")):  # shown on a terminal only
+        info = export_cell(cfg, out, results=results or default_results_dir(), overwrite=overwrite,
+                           speed=not no_speed)
     speed = info.get("decode_speed") or {}
     sp = f"; decode {speed['ratio']:.2f}x nn.Embedding (1 thread)" if speed.get("ratio") is not None else ""
     console.print(escape(f"wrote {out}: {info['method']} at {info['budget']} (achieved {info['achieved_ratio']:.2f}x), "

@@ -104,7 +104,7 @@ def decode_speed(module: nn.Module, *, iters: int = 30, seed: int = 0) -> dict[s
         torch.set_num_threads(prev)
     return {"ratio": res["ratio"], "tokens_per_s": res["candidate"]["median"],
             "dense_tokens_per_s": res["dense"]["median"], "threads": 1, "iters": iters,
-            "workload": res.get("workload", {}).get("kind") if isinstance(res.get("workload"), dict) else "zipf"}
+            "workload": (res.get("workload") or {}).get("kind")}
 
 
 def card(cfg: dict[str, Any]) -> str:

@@ -181,8 +181,6 @@ def model_folder(spec: LMSpec, *, log: Any = None) -> Path:
             import gguf  # noqa: F401
         except ImportError:
             raise UsageError(f"loading '{spec.name}' needs the gguf package: {spec.install}") from None
-        import torch
-
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -221,7 +219,6 @@ class LoadedLM:
 
 def load_lm(model: str | None, *, device: str = "cpu", log: Any = None) -> LoadedLM:
     """Load the named LM (or a local folder) in fp32, eval mode, on ``device``."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -85,18 +86,19 @@ def make_windows(ids: list[int], prefix: list[int], n_windows: int, context: int
     return torch.tensor(rows, dtype=torch.int64)
 
 
-class LMPerplexity(Task):
-    """Base of the lm track's tasks: a text, cut into windows by the module's protocol."""
+class LMPerplexity(Task, ABC):
+    """Base of the lm track's tasks: a text, cut into windows by the module's protocol. A subclass names its text
+    (:meth:`text`) and the files it reads (:meth:`data_sha256`); the windows and their checksum are shared."""
 
     n_windows: ClassVar[int] = N_WINDOWS
 
+    @abstractmethod
     def text(self) -> str:
         """The evaluated text (normalised)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def data_sha256(self) -> dict[str, str]:
         """sha256 of the files read."""
-        raise NotImplementedError
 
     def windows(self, tokenizer: Any) -> torch.Tensor:
         """The evaluated windows ``[n, CONTEXT]`` for ``tokenizer``."""
