@@ -122,16 +122,19 @@ def test_known_allocation_shows_in_its_phase_only() -> None:
 
 @pytest.mark.skipif(not measure.reset_rss_peak(), reason="the kernel refuses /proc/self/clear_refs")
 def test_phases_nest_and_repeat() -> None:
+    # The allocations stay resident while the marks are read: the kernel's high-water mark of memory freed
+    # just before a read is best effort (a CI run under load once read 0 there), and this test is about
+    # the folding of nested and repeated phases, not the kernel (the test above frees inside its phase).
     phases = MemoryPhases()
     with phases.phase("train"):
         a = _allocate_and_touch(120 * MIB)
-        del a
         with phases.phase("lookup"):  # the inner reset must not hide the outer allocation
             pass
+        del a
     for n in (30, 90):  # a repeated name keeps the max
         with phases.phase("fit"):
             b = _allocate_and_touch(n * MIB)
-            del b
+        del b
     out = phases.to_dict()["phases"]
     assert out["train"]["peak_rss_delta_bytes"] >= 110 * MIB
     assert out["lookup"]["peak_rss_delta_bytes"] < 40 * MIB

@@ -57,13 +57,12 @@ def test_unknown_task_suggests() -> None:
 # Options of the built-in methods that take a word or a flag, not a number; every other card option must
 # declare its range in ``option_ranges`` (so a new numeric option cannot skip the check).
 NON_NUMERIC_OPTIONS = {
-    "ade": {"anchor_dtype", "train_anchors", "residual"},
-    "ade-merged": {"anchor_dtype", "train_anchors", "residual"},
-    "dhe": {"distribution", "activation", "batchnorm"},
+    "ade": {"anchor_dtype"},
+    "ade-merged": {"anchor_dtype"},
+    "dhe": {"distribution", "activation"},
     "direction-ae": {"init", "select"},
-    "dpq": {"mode", "shared"},
+    "dpq": {"mode"},
     "fourier-mlp": {"mlp"},
-    "hashing": {"signed"},
     "lowrank": {"init"},
     "mde-posthoc": {"frequencies"},
     "opq": {"codebook_dtype"},
@@ -74,7 +73,6 @@ NON_NUMERIC_OPTIONS = {
     "quant": {"scale_dtype"},
     "quant-fp8": {"scale"},
     "rabitq": {"decode", "rotation", "project"},
-    "robe": {"signed"},
     "svd": {"dtype"},
     "tiered": {"base", "frequencies", "unseen"},
 }
@@ -114,12 +112,17 @@ def test_out_of_range_options_fail_at_construction(name: str, options: dict, nee
     assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize(("name", "options"), [
-    ("svd", {"rank": "8"}), ("qr", {"partitions": 0}), ("qr", {"partitions": "3"}), ("pq", {"nbits": 16}),
-    ("ade", {"mod_iters": 0, "epochs": 0, "tau": 0}), ("direction-ae", {"lr": "1e-3", "additional_epochs": 0}),
-    ("fourier-mlp", {"max_expansion": 0.5}), ("kmeans", {"K": 4.0}),
+@pytest.mark.parametrize(("name", "options", "canonical"), [
+    ("svd", {"rank": "8"}, {"rank": 8}), ("qr", {"partitions": 0}, {"partitions": 0}),
+    ("qr", {"partitions": "3"}, {"partitions": 3}), ("pq", {"nbits": 16}, {"nbits": 16}),
+    ("ade", {"mod_iters": 0, "epochs": 0, "tau": 0}, {"mod_iters": 0, "epochs": 0, "tau": 0.0}),
+    ("direction-ae", {"lr": "1e-3", "additional_epochs": 0}, {"lr": 0.001, "additional_epochs": 0}),
+    ("fourier-mlp", {"max_expansion": 0.5}, {"max_expansion": 0.5}), ("kmeans", {"K": 4.0}, {"K": 4}),
+    ("hashing", {"signed": "Yes"}, {"signed": True}), ("robe", {"signed": 0}, {"signed": False}),
 ])
-def test_in_range_options_are_accepted(name: str, options: dict) -> None:
+def test_in_range_options_are_accepted(name: str, options: dict, canonical: dict) -> None:
+    """Accepted values are stored in their one canonical form (compbench.methods.options.canonical_options)."""
     from compbench.methods import get_method
 
-    assert get_method(name, **options).options == options
+    stored = get_method(name, **options).options
+    assert stored == canonical and {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in canonical.items()}

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compbench.errors import CompbenchError, UsageError, first_line
+from compbench.cli_types import PATH, SECONDS
+from compbench.errors import CompbenchError, UsageError, first_line, quoted
 
 console = Console()
 err_console = Console(stderr=True)
@@ -82,14 +83,27 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parse_options(pairs: tuple[str, ...], method: str | None = None) -> dict[str, Any]:
+    """``-o key=value`` pairs as a dict; a pair without ``=`` or without a name, and a repeated key, are usage
+    errors. With ``method``, the values are put in their canonical form (one spelling per value, so one cell key;
+    see :func:`compbench.methods.options.canonical_value`)."""
     out: dict[str, Any] = {}
     for p in pairs:
         if "=" not in p:
-            raise UsageError(f"--option expects key=value, got '{p}'")
+            raise UsageError(f"--option expects key=value, got {quoted(p)!r}")
         k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+        k = k.strip()
+        if not k:
+            raise UsageError(f"--option {quoted(p)!r} names no option; give key=value")
+        if k in out:
+            raise UsageError(f"--option {quoted(k)} is given twice ({quoted(out[k])} and {quoted(v.strip())}); "
+                             "give it once")
+        out[k] = v.strip()
+    if method is None:
+        return out
+    from compbench.methods import canonical_method_options
+
+    return canonical_method_options(method, out)
 
 
 @click.group()
@@ -109,7 +123,7 @@ def main(debug: bool) -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores); recorded.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", default=None, help="Train track: comma-separated seeds aggregated as mean +- std (e.g. 0,1,2).")
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
                    "the committed leaderboard is written only with an explicit --results results).")
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value (repeatable).")
@@ -124,7 +138,7 @@ def main(debug: bool) -> None:
 @click.option("--tune", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="Choose the method's options for the budget on the task's validation split first (never test); "
                    "a tuned cell is its own variant, <method>+tuned.")
-@click.option("--max-fit-seconds", type=float, default=3600.0, show_default=True,
+@click.option("--max-fit-seconds", type=SECONDS, default=3600.0, show_default=True,
               help="Stop a fit (compress or training, summed over seeds) that runs longer and record the cell as "
                    "timeout; 0: no limit.")
 @click.option("--backbone", default=None, help="Train track: classifier backbone, transformer (default) | bag.")
@@ -204,7 +218,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     if heal:
         extra["heal"] = heal
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
-                    options=with_frequencies(method, _parse_options(options), frequencies), model=model, fresh_process=True, seeds=seed_list, extra=extra,
+                    options=with_frequencies(method, _parse_options(options, method), frequencies), model=model, fresh_process=True, seeds=seed_list, extra=extra,
                     lookup_workload=lookup_workload, tune=tune == "on", max_fit_seconds=max_fit_seconds or None)
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
@@ -444,7 +458,10 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
             t.add_row(c.name, c.family, ", ".join(c.modes), c.description)
     elif what == "tasks":
         from compbench.tasks import TASKS, get_task
+        from compbench.tasks.base import TRACKS
 
+        if track is not None and track not in TRACKS:
+            raise UsageError(f"--track {quoted(track)!r} is not a track; tracks: {', '.join(TRACKS)}")
         t = Table(title="tasks")
         for col in ("track", "name", "version", "metric", "dataset", "protocol"):
             t.add_column(col, overflow="fold")
@@ -469,7 +486,7 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the validated record as JSON.")
 @handle_errors
 def show(path: Path, as_json: bool) -> None:

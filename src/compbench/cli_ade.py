@@ -15,6 +15,7 @@ import click
 from rich.table import Table
 
 from compbench.cli import _quiet_libraries, console, handle_errors
+from compbench.cli_types import PATH
 
 #: stage-1 settings of ``--quick`` (same layout and lookup speed, a worse fit)
 QUICK = {"mod_iters": 0, "epochs": 0, "kmeans_iters": 2}
@@ -29,7 +30,7 @@ QUICK = {"mod_iters": 0, "epochs": 0, "kmeans_iters": 2}
 @click.option("--lookup-workload", type=click.Choice(["zipf", "uniform"]), default="zipf", show_default=True,
               help="How the 64 x 128 lookup ids are drawn (see `compbench run --help`).")
 @click.option("--quick", is_flag=True, help="Skip the stage-1 refinement (same layout and speed, worse fit).")
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Results folder (default: $COMPBENCH_RESULTS, else results/local/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lookup measurements as JSON.")
 @handle_errors

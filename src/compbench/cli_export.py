@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from compbench.cli import _parse_options, console, handle_errors, table_track, with_frequencies
+from compbench.cli_types import PATH
 
 
 @click.command("export")
@@ -25,9 +26,9 @@ from compbench.cli import _parse_options, console, handle_errors, table_track, w
 @click.option("--option", "-o", "options", multiple=True, help="Method hyperparameter override key=value.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for the fit (default: all available).")
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Where to look for the cell's record to quote (default: $COMPBENCH_RESULTS, else results/local/).")
-@click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True, help="The artifact folder.")
+@click.option("--out", "-o", "out", type=PATH, required=True, help="The artifact folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty artifact folder.")
 @click.option("--no-speed", is_flag=True, help="Skip the decode-speed measurement.")
 @handle_errors
@@ -48,7 +49,7 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
     extra: dict[str, str] = {}
     track, model = table_track(track, model, table, tensor, extra)
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
-                    options=with_frequencies(method, _parse_options(options), frequencies), model=model,
+                    options=with_frequencies(method, _parse_options(options, method), frequencies), model=model,
                     extra=extra)
     from compbench.cli import err_console
 

@@ -8,6 +8,8 @@ import click
 from rich.table import Table
 
 from compbench.cli import _parse_options, console, handle_errors
+from compbench.cli_types import BATCH_SIZE, PATH
+from compbench.errors import UsageError, quoted
 
 
 @click.command(name="mteb")
@@ -19,11 +21,11 @@ from compbench.cli import _parse_options, console, handle_errors
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores); recorded.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True)
+@click.option("--results", type=PATH, default=None,
               help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
                    "the committed leaderboard is written only with an explicit --results results).")
-@click.option("--mteb-cache", type=click.Path(path_type=Path), default=None,
+@click.option("--mteb-cache", type=PATH, default=None,
               help="mteb ResultCache folder (default: none, always evaluate).")
 @click.option("--dense/--no-dense", default=True, show_default=True,
               help="Also evaluate the dense encoder for retention.")
@@ -33,15 +35,19 @@ def mteb_command(method: str, budget: str, tasks: str, model: str | None, option
                  dense: bool) -> None:
     """Run MTEB tasks with the encoder's token table compressed by METHOD at BUDGET (needs the tasks' data:
     online, or already in the Hugging Face cache)."""
+    from compbench.bench.measure import resolve_device
     from compbench.bench.mteb_interop import run_mteb
     from compbench.bench.validate import check_seed, check_threads
     from compbench.config import default_results_dir
 
     check_threads(threads)
     check_seed(seed)
+    resolve_device(device)  # an unknown device or a missing GPU is one line, before any network or data access
     names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise UsageError(f"--tasks {quoted(tasks)!r} names no task; give comma-separated MTEB task names")
     root = results or default_results_dir()
-    records = run_mteb(method, budget, names, model=model, options=_parse_options(options), device=device,
+    records = run_mteb(method, budget, names, model=model, options=_parse_options(options, method), device=device,
                        threads=threads, seed=seed, results=root, batch_size=batch_size, mteb_cache=mteb_cache,
                        dense=dense)
     t = Table(title=f"mteb: {method} at {budget}")

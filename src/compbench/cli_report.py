@@ -8,13 +8,14 @@ import click
 from rich.markup import escape
 
 from compbench.cli import console, err_console, handle_errors
+from compbench.cli_types import PATH
 
 
 @click.command()
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Results folder to read (default: $COMPBENCH_RESULTS, else results/, the committed "
                    "leaderboard; your own runs are in results/local/).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+@click.option("--out", type=PATH, default=Path("reports"), show_default=True,
               help="Folder to write the report into (pages no longer generated are removed; other files are kept).")
 @click.option("--task", "tasks", multiple=True, help="Only this task ('stsb' or 'posthoc/stsb'); repeatable.")
 @click.option("--device", "devices", multiple=True,

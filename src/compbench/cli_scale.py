@@ -8,6 +8,8 @@ import click
 from rich.markup import escape
 
 from compbench.cli import console, handle_errors
+from compbench.cli_types import PATH, SECONDS
+from compbench.errors import UsageError
 
 
 @click.command("scale")
@@ -16,13 +18,13 @@ from compbench.cli import console, handle_errors
               help="Comma-separated shapes: minilm, mpnet, glove, synth-v{32k,128k,256k}-d{768,2048,4096} "
                    "(default: the shipped scale suite's).")
 @click.option("--budgets", default=None, help="Comma-separated budgets (default 40x).")
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Results folder (default: $COMPBENCH_RESULTS, else results/local/).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=PATH, default=None,
               help="Report folder (default: <results>/../reports/scale when --results is given, else reports/scale).")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Cells at once (peak memory and time are per cell; 1 for quotable costs).")
-@click.option("--max-fit-seconds", type=float, default=None,
+@click.option("--max-fit-seconds", type=SECONDS, default=None,
               help="Stop a longer fit and record the cell as timeout (default: the suite's 1800 s; 0: no limit).")
 @click.option("--report-only", is_flag=True, help="Only (re)write the report from the records already stored.")
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and exit.")
@@ -50,11 +52,14 @@ def scale_command(click_ctx: click.Context, methods: str | None, tasks: str | No
                              overwrite="only-missing", executor="local", jobs=jobs, address=None, cell_timeout=None,
                              max_fit_seconds=max_fit_seconds, imports=(), dry_run=dry_run, as_json=False,
                              progress=None)
-        except SystemExit as exc:  # failed or timed-out cells still get their report; interrupts stop here
-            if exc.code == 130:
+        except SystemExit as exc:  # failed or timed-out cells (exit 1) still get their report; a usage error
+            if exc.code not in (0, 1, None):  # (exit 2) or an interrupt (130) stops here with its own code
                 raise
     if dry_run:
         return
+    if not Path(root).is_dir():
+        raise UsageError(f"--results {str(root)[:200]}: no such folder (run the scale suite first, or point "
+                         "--results at its records)")
     folder = out or (Path(results).parent / "reports" / "scale" if results is not None else Path("reports/scale"))
     records, _ = ResultStore(root).load_all()
     budget = budgets.split(",")[0] if budgets else "40x"

@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from compbench.cli import console, err_console, handle_errors
+from compbench.cli_types import PATH, SECONDS
 from compbench.errors import UsageError
 
 _STATUS_STYLE = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim", "timeout": "red"}
@@ -61,7 +62,7 @@ class _SigtermAsInterrupt:
 @click.option("--seeds", default=None, help="Override: comma-separated seeds, e.g. 0,1,2.")
 @click.option("--devices", default=None, help="Override: comma-separated devices (cpu, cuda, auto).")
 @click.option("--threads", type=int, default=None, help="Override: CPU threads per cell.")
-@click.option("--results", type=click.Path(path_type=Path), default=None,
+@click.option("--results", type=PATH, default=None,
               help="Results folder (default: $COMPBENCH_RESULTS, else results/local/, which git ignores; "
                    "the committed leaderboard is written only with an explicit --results results).")
 @click.option("--overwrite", type=click.Choice(["never", "only-missing", "always"]), default="only-missing",
@@ -71,7 +72,7 @@ class _SigtermAsInterrupt:
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Local executor: cells run at once.")
 @click.option("--address", default=None, help="Ray executor: cluster address (default: start a local Ray).")
 @click.option("--cell-timeout", type=float, default=None, help="Local executor: stop a cell after this many seconds.")
-@click.option("--max-fit-seconds", type=float, default=None,
+@click.option("--max-fit-seconds", type=SECONDS, default=None,
               help="Override: stop a fit that runs longer and record the cell as timeout (suite key "
                    "max_fit_seconds; default 3600; 0: no limit).")
 @click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
@@ -125,6 +126,8 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     store = ResultStore(results or default_results_dir())
     if executor != "local" and cell_timeout is not None:
         raise UsageError("--cell-timeout is only supported by the local executor")
+    if jobs < 1:  # checked before planning, so a dry run (and `compbench scale`) refuses it too
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
     if executor != "local" and jobs != 1:
         raise UsageError("--jobs is for the local executor (Ray schedules by each cell's CPU/GPU request)")
     if executor != "ray" and address:
@@ -192,9 +195,9 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
 
 
 @click.command()
-@click.argument("base", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
-@click.option("--markdown", "markdown", type=click.Path(path_type=Path), default=None,
+@click.argument("base", type=PATH)
+@click.argument("new", type=PATH)
+@click.option("--markdown", "markdown", type=PATH, default=None,
               help="Write a Markdown summary (for a PR comment) to this file ('-' for stdout).")
 @click.option("--allow-missing", is_flag=True, help="Cells of BASE missing in NEW do not fail the comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-cell outcome as JSON on stdout.")

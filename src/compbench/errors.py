@@ -60,6 +60,10 @@ class RecordError(CompbenchError):
     """A malformed or unreadable result record."""
 
 
+class NewerRecordError(RecordError):
+    """A record written by a newer compbench: it is reported and kept, never replaced."""
+
+
 def quoted(value: object) -> str:
     """``value`` as text fit for a one-line message: as is when printable, else its ``repr``.
 
@@ -67,7 +71,8 @@ def quoted(value: object) -> str:
     character in one must not break (or forge) the one-line error the CLI prints.
     """
     text = str(value)
-    return text if text.isprintable() else repr(text)
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def first_line(exc: BaseException) -> str:

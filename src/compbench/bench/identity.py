@@ -61,6 +61,11 @@ class CellIdentity:
     head: str
     recipe: str
 
+    def __post_init__(self) -> None:
+        # a recipe is a set of overrides: one order, whatever order a record (or an older compbench) wrote them in
+        if isinstance(self.recipe, str) and "+" in self.recipe:
+            object.__setattr__(self, "recipe", "+".join(sorted(self.recipe.split("+"))))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON view (stored in every record as ``identity``)."""
         return asdict(self)

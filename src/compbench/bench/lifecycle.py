@@ -41,6 +41,7 @@ from compbench.bench.memory_guard import check_cell_memory
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
 from compbench.bench.watchdog import FitTimeout, FitWatchdog, timeout_facts
+from compbench.datasets.validate import check_table
 from compbench.errors import CompbenchError
 
 
@@ -152,6 +153,9 @@ def execute(ctx: Any, hooks: Any) -> Record:
     phases = measure.MemoryPhases(ctx.device, on_phase=getattr(ctx, "progress", None))
     with phases.phase("load"):
         subject = hooks.load(ctx)
+        table = subject.state.get("table")
+        if isinstance(table, torch.Tensor):  # the one data gate: every track's table, whoever loaded it
+            check_table(table, f"the {ctx.config.track} track's table ({subject.model.get('name', '?')})")
     v, d = subject.num_embeddings, subject.dim
     ref = reference_bytes(v, d)
     budget = ctx.budget_info(ref)

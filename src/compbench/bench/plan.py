@@ -14,10 +14,10 @@ from typing import Any
 from compbench.bench.identity import bundled_table_shape
 from compbench.bench.record import Record
 from compbench.bench.references import REFERENCE_TRACKS
-from compbench.bench.store import ResultStore
+from compbench.bench.store import ResultStore, newer_schema_at
 from compbench.bench.validate import check_seed, check_seeds, check_threads
 from compbench.config import RunConfig
-from compbench.errors import CompbenchError, RecordError, UsageError
+from compbench.errors import CompbenchError, NewerRecordError, RecordError, UsageError
 
 OVERWRITE_POLICIES = ("never", "only-missing", "always")
 #: the fields of a RunConfig that change a result but are not part of the cell key
@@ -334,6 +334,10 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
         if held:
             cell.action, cell.note = "cached", "seeds held by single-seed records: " + ", ".join(held.values())
             continue
+        newer = newer_schema_at(store.path_for(cell.key)) if exists else None
+        if newer is not None:  # even --overwrite always: this compbench cannot read what it would replace
+            cell.action, cell.note = "cached", f"kept: a record of schema_version {newer} (a newer compbench)"
+            continue
         if not exists or overwrite == "always":
             cell.action, cell.note = wanted, ("" if not exists else "--overwrite always")
             continue
@@ -342,6 +346,9 @@ def plan(cells: Sequence[Cell], store: ResultStore, overwrite: str = "only-missi
             continue
         try:
             record = store.read(cell.key)
+        except NewerRecordError as exc:  # never replaced: this compbench cannot read what it would overwrite
+            cell.action, cell.note = "cached", f"kept: {exc}"
+            continue
         except RecordError as exc:
             cell.action, cell.note = wanted, f"malformed record replaced: {exc}"
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,26 +49,31 @@ class TaskInfo(_Strict):
     data_sha256: dict[str, str] = Field(default_factory=dict)
 
 
+# Semantic ranges (issue 34): a schema-valid record with a negative byte count or ratio is refused with its
+# path by the store, like a malformed one, so `report`, `compare` and `show` skip it with one line.
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
 class BudgetInfo(_Strict):
     spec: str
-    reference_bytes: int
-    allowed_bytes: int
-    stored_bytes: int | None = None
-    achieved_ratio: float | None = None
-    breakdown: dict[str, int] = Field(default_factory=dict)
+    reference_bytes: NonNegativeInt  # 0 in a record of a cell refused before its table was read
+    allowed_bytes: NonNegativeInt
+    stored_bytes: NonNegativeInt | None = None
+    achieved_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    breakdown: dict[str, NonNegativeInt] = Field(default_factory=dict)
 
 
 class DeviceInfo(_Strict):
     kind: str
     name: str
-    threads: int
+    threads: Annotated[int, Field(ge=1)]
 
 
 class Params(_Strict):
-    total: int | None = None
-    trainable: int | None = None
-    embedding: int | None = None
-    backbone: int | None = None
+    total: NonNegativeInt | None = None
+    trainable: NonNegativeInt | None = None
+    embedding: NonNegativeInt | None = None
+    backbone: NonNegativeInt | None = None
 
 
 class Metrics(_Strict):
@@ -123,6 +128,11 @@ class SchemaError(ValueError):
     """A record of an unknown (newer) schema version."""
 
 
+class NewerSchemaError(SchemaError):
+    """A record written by a newer compbench (a higher ``schema_version``): read by nothing here, replaced by
+    nothing here (:meth:`compbench.bench.store.ResultStore.write` and the sweep planner leave it untouched)."""
+
+
 def _update_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     """Schema 2 adds ``identity`` (model, width, backbone, init, head, recipe), derived from what a schema-1
     record holds (:func:`compbench.bench.identity.identity_of_record`)."""
@@ -144,7 +154,8 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise SchemaError("missing or non-integer schema_version")
     if version > SCHEMA_VERSION:
-        raise SchemaError(f"schema_version {version} is newer than this compbench ({SCHEMA_VERSION}); upgrade compbench")
+        raise NewerSchemaError(f"schema_version {version} is newer than this compbench ({SCHEMA_VERSION}); "
+                               "upgrade compbench")
     if version < 1 or any(v not in MIGRATIONS for v in range(version + 1, SCHEMA_VERSION + 1)):
         raise SchemaError(f"schema_version {version} is unknown (this compbench reads 1..{SCHEMA_VERSION})")
     while version < SCHEMA_VERSION:

@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from compbench.bench.record import Record, SchemaError, migrate, to_json
-from compbench.errors import RecordError, UsageError, first_line, quoted
+from compbench.bench.record import SCHEMA_VERSION, NewerSchemaError, Record, SchemaError, migrate, to_json
+from compbench.errors import NewerRecordError, RecordError, UsageError, first_line, quoted
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,29 @@ def load_record(path: Path | str) -> Record:
         raise RecordError(f"{p}: a record must be a JSON object")
     try:
         return Record.model_validate(migrate(doc))
+    except NewerSchemaError as exc:
+        raise NewerRecordError(f"{p}: {exc}; kept as it is") from exc
     except SchemaError as exc:
         raise RecordError(f"{p}: {exc}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(quoted(x) for x in first["loc"]) or "<root>"
         raise RecordError(f"{p}: invalid record: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+def newer_schema_at(path: Path) -> int | None:
+    """The ``schema_version`` of the record at ``path`` when it is newer than this compbench's, else None (no
+    file, unreadable, or not newer)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 64 << 20:
+            return None
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return version
+    return None
 
 
 def file_mode() -> int:
@@ -96,8 +113,13 @@ class ResultStore:
         return self.path_for(key).is_file()
 
     def write(self, record: Record) -> Path:
-        """Atomically write ``record`` to its path; returns the path."""
+        """Atomically write ``record`` to its path; returns the path. A record there that a newer compbench wrote
+        is never replaced (NewerRecordError): this version cannot read it, so it cannot know what it would lose."""
         path = self.path_for(record.key)
+        newer = newer_schema_at(path)
+        if newer is not None:
+            raise NewerRecordError(f"{path}: holds a record of schema_version {newer}, newer than this compbench "
+                                   f"({SCHEMA_VERSION}); it was kept (upgrade compbench to replace it)")
         self._atomic_write(path, to_json(record).encode("utf-8"))
         return path
 
@@ -184,9 +206,15 @@ class ResultStore:
         """Every record, or a LoadProblem for each file that failed validation (never raises for one file)."""
         for p in self.paths():
             try:
-                yield load_record(p)
+                rec = load_record(p)
             except RecordError as exc:
                 yield LoadProblem(p, str(exc))
+                continue
+            home = self.path_for(rec.key)
+            if home.resolve() != p.resolve():  # a copied or moved record must not count as another cell or seed
+                yield LoadProblem(p, f"{p}: its key {rec.key} belongs at {home}; refused (a copied or moved record)")
+                continue
+            yield rec
 
     def load_all(self) -> tuple[list[Record], list[LoadProblem]]:
         """All valid records and the problems of the invalid ones."""

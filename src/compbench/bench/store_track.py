@@ -2,7 +2,8 @@
 
 The dense encoder encodes the task's corpus once; the L2-normalised float32 vectors are
 cached on disk under ``<cache>/compbench/store-vectors/`` (``<cache>`` = ``$XDG_CACHE_HOME``
-or ``~/.cache``), in a file named by the sha256 of (encoder name, encoder revision =
+or ``~/.cache``), with a JSON sidecar that records the file's sha256 (checked on every read: a mismatch, a
+truncated file or a wrong shape re-encodes loudly and the record's ``vectors_cache_rebuilt`` says why), in a file named by the sha256 of (encoder name, encoder revision =
 weights sha256, corpus sha256, max sequence length), so a new model revision or new data
 never reuses stale vectors. Reference bytes = ``n x d x 4`` (fp32 vectors). The rest is
 :class:`compbench.bench.table_track.TableHooks` and the lifecycle.
@@ -13,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ from compbench.bench.measure import Stopwatch
 from compbench.bench.table_track import TableHooks
 from compbench.config import cache_dir  # noqa: E402,F401 - the caches' folder lives in config (one place)
 from compbench.errors import DataError
+from compbench.hashing import sha256_file
 
 
 def vectors_key(model_info: dict[str, Any], corpus_sha: str, max_seq_length: int | None) -> str:
@@ -47,14 +51,16 @@ def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tupl
     folder = cache_dir() / "store-vectors"
     path = folder / f"{key}.npy"
     facts: dict[str, Any] = {"corpus_size": len(texts), "corpus_sha256": sha, "vectors_cache_key": key}
+    side = folder / f"{key}.json"
     if path.is_file():
-        try:
-            vec = np.load(path, allow_pickle=False)  # never unpickle
-            if vec.shape == (len(texts), info["dim"]) and vec.dtype == np.float32:
-                facts.update(vectors_cached=True, encode_time_s=0.0)
-                return vec, facts
-        except (OSError, ValueError):
-            pass  # unreadable: re-encode and overwrite
+        vec, reason = _read_cached_vectors(path, side, (len(texts), info["dim"]))
+        if vec is not None:
+            facts.update(vectors_cached=True, encode_time_s=0.0)
+            return vec, facts
+        # never silent: a corrupted or truncated cache costs a full re-encode, and the record says why
+        print(f"compbench: the store-vector cache {path.name} is not usable ({reason}); encoding the corpus again",
+              file=sys.stderr, flush=True)
+        facts["vectors_cache_rebuilt"] = reason
     with Stopwatch() as sw:
         vec = np.ascontiguousarray(encoder.encode(texts, batch_size), dtype=np.float32)
     facts.update(vectors_cached=False, encode_time_s=sw.seconds)
@@ -64,11 +70,36 @@ def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tupl
         with os.fdopen(fd, "wb") as f:
             np.save(f, vec)
         os.replace(tmp, path)
-        (folder / f"{key}.json").write_text(json.dumps({"model": info, "corpus_sha256": sha, "n": len(texts)},
-                                                       indent=1, sort_keys=True))
+        side.write_text(json.dumps({"model": info, "corpus_sha256": sha, "n": len(texts),
+                                    "sha256": sha256_file(path)}, indent=1, sort_keys=True))
     except OSError:  # a read-only cache only costs time
         pass
     return vec, facts
+
+
+def _read_cached_vectors(path: Path, side: Path, shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """The cached vectors when the file matches the sha256 its sidecar recorded, has ``shape`` and float32 values;
+    else ``(None, reason)``. A cache written before checksums were recorded gets its checksum now."""
+    try:
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, ValueError):
+        meta = {}
+    digest = sha256_file(path)
+    expected = meta.get("sha256") if isinstance(meta, dict) else None
+    if expected is not None and expected != digest:
+        return None, f"checksum mismatch: sha256 {digest[:12]}, recorded {str(expected)[:12]}"
+    try:
+        vec = np.load(path, allow_pickle=False)  # never unpickle
+    except (OSError, ValueError, EOFError) as exc:
+        return None, f"unreadable: {type(exc).__name__}"
+    if vec.shape != shape or vec.dtype != np.float32:
+        return None, f"shape {list(vec.shape)} {vec.dtype}, expected {list(shape)} float32"
+    if expected is None and isinstance(meta, dict) and meta:
+        try:  # trust on first use, then checked on every read
+            side.write_text(json.dumps({**meta, "sha256": digest}, indent=1, sort_keys=True))
+        except OSError:
+            pass
+    return vec, ""
 
 
 class StoreHooks(TableHooks):

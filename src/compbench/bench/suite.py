@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compbench.config import DEFAULT_MAX_FIT_SECONDS, RunConfig
-from compbench.errors import UnknownNameError, UsageError
+from compbench.errors import UnknownNameError, UsageError, quoted
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
@@ -94,13 +94,52 @@ def suite_path(name_or_path: str | Path) -> Path:
     raise UnknownNameError(msg)
 
 
+#: nodes a suite file may expand to once its YAML aliases are followed (a real suite has a few hundred; an
+#: alias "bomb", nine aliases of the line above per line, grows memory 9x per line)
+MAX_YAML_NODES = 100_000
+
+
+def _loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses a document expanding (aliases followed) to more than
+    :data:`MAX_YAML_NODES` nodes, before anything is constructed from it."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def compose_document(self) -> Any:
+            node = super().compose_document()
+            sizes: dict[int, int] = {}
+
+            def size(n: Any) -> int:
+                if id(n) in sizes:
+                    return sizes[id(n)]
+                sizes[id(n)] = 1  # a recursive alias counts once (PyYAML refuses it when constructing anyway)
+                total = 1
+                if isinstance(n, yaml.SequenceNode):
+                    total += sum(size(c) for c in n.value)
+                elif isinstance(n, yaml.MappingNode):
+                    total += sum(size(k) + size(v) for k, v in n.value)
+                sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
+                return sizes[id(n)]
+
+            if node is not None and size(node) > MAX_YAML_NODES:
+                raise UsageError(f"the suite expands to more than {MAX_YAML_NODES:,} YAML nodes once its aliases "
+                                 "(*name) are followed; write the values out")
+            return node
+
+    return BoundedLoader
+
+
 def load_suite(name_or_path: str | Path) -> Suite:
     """Load and validate a suite by shipped name (``smoke``) or path (``my/suite.yaml``)."""
     import yaml
 
     path = suite_path(name_or_path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _loader()(path.read_text(encoding="utf-8"))  # a SafeLoader with a bound on aliases
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
     except OSError as exc:
         raise UsageError(f"cannot read suite {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -136,9 +175,15 @@ def _str_list(value: Any, key: str, source: str, ctx: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+#: the largest value a suite may give each integer setting (bounded work: a typo must not time lookups forever)
+INT_MAX = {"batch_size": 1 << 20, "lookup_iters": 10_000}  # threads and seeds: bench/validate.py
+
+
 def _int(value: Any, key: str, source: str, ctx: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{_where(source, ctx)}: '{key}' must be an integer >= {minimum}, got {value!r}")
+    maximum = INT_MAX.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
+        valid = f"in {minimum}..{maximum}" if maximum else f">= {minimum}"
+        raise UsageError(f"{_where(source, ctx)}: '{key}' must be an integer {valid}, got {quoted(value)}")
     return value
 
 
@@ -250,21 +295,31 @@ def validate_names(suite: Suite) -> None:
             raise UsageError(f"suite {suite.name}: options given for method(s) not in the grid: {', '.join(unused)}")
 
 
-def _split_csv(values: Iterable[str] | str | None) -> tuple[str, ...] | None:
+def _split_csv(values: Iterable[str] | str | None, flag: str = "") -> tuple[str, ...] | None:
+    """Comma-separated override values; None when the override is not given. An override that is given but
+    names nothing (``--budgets ,``, ``--methods " "``) is a usage error: it must never mean "the whole suite"."""
     if values is None:
         return None
     if isinstance(values, str):
         values = [values]
+    values = list(values)
     out = tuple(v.strip() for s in values for v in s.split(",") if v.strip())
-    return out or None
+    if not out:
+        raise UsageError(f"{flag or 'an override'} {quoted(','.join(values))!r} names nothing; give comma-separated "
+                         "values or leave the flag out")
+    return out
+
+
+MAX_FIT_SECONDS = 30 * 24 * 3600.0
 
 
 def _max_fit(value: Any, where: str) -> float | None:
     """A fit limit in seconds: a number >= 0 (0 or null: no limit)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise UsageError(f"{where} must be a number of seconds >= 0 (0 or null: no limit), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_FIT_SECONDS:
+        raise UsageError(f"{where} must be a number of seconds in 0..{int(MAX_FIT_SECONDS)} (30 days; 0 or null: "
+                         f"no limit), got {quoted(value)}")
     return float(value) or None
 
 
@@ -276,7 +331,8 @@ def apply_overrides(suite: Suite, *, methods: Iterable[str] | str | None = None,
     that task in every track the suite uses that has it. Comma-separated strings are accepted."""
     from compbench.tasks import TASKS, list_tasks
 
-    m, b, t, s, dv = (_split_csv(x) for x in (methods, budgets, tasks, seeds, devices))
+    m, b, t, s, dv = (_split_csv(x, f) for x, f in ((methods, "--methods"), (budgets, "--budgets"), (tasks, "--tasks"),
+                                                    (seeds, "--seeds"), (devices, "--devices")))
     seed_vals: tuple[int, ...] | None = None
     if s is not None:
         try:
@@ -332,6 +388,8 @@ def expand(suite: Suite) -> list[RunConfig]:
     """The suite's cells, grid by grid (task, method, budget, device, seed order), duplicates removed."""
     out: list[RunConfig] = []
     seen: set[str] = set()
+    from compbench.methods import canonical_method_options
+
     for g in suite.grids:
         for task in g.tasks:
             for method in g.methods:
@@ -345,7 +403,8 @@ def expand(suite: Suite) -> list[RunConfig]:
                         for seed, seeds in seed_sets:
                             cfg = RunConfig(method=method, budget=budget, track=task.track, task=task.name,
                                             device=device, threads=g.threads, seed=seed,
-                                            options=dict(g.options.get(method, {})), model=g.model,
+                                            options=canonical_method_options(method, g.options.get(method, {})),
+                                            model=g.model,
                                             fresh_process=False, batch_size=g.batch_size,
                                             lookup_iters=g.lookup_iters, lookup_workload=g.lookup_workload,
                                             tune=g.tune, max_fit_seconds=g.max_fit_seconds,

@@ -20,26 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from compbench.datasets.validate import check_table
 from compbench.errors import DataError, UsageError
 from compbench.hashing import sha256_file
 
 FORMATS = ".npy, .safetensors (with --tensor NAME) or a Hugging Face model folder"
-
-
-def check_table(table: torch.Tensor, where: str) -> None:
-    """Refuse (DataError, one line) what no method can compress: not 2-D, not float, too small, non-finite."""
-    if table.ndim != 2:
-        raise DataError(f"{where}: an embedding table must be 2-D (rows x dim), got shape {list(table.shape)}")
-    if not table.is_floating_point():
-        raise DataError(f"{where}: an embedding table must hold floats, got {str(table.dtype).removeprefix('torch.')}")
-    v, d = table.shape
-    if v < 2 or d < 2:
-        raise DataError(f"{where}: an embedding table needs at least 2 rows and 2 columns, got {v} x {d}")
-    bad = ~torch.isfinite(table).all(dim=1)
-    n_bad = int(bad.sum())
-    if n_bad:
-        first = int(bad.nonzero()[0, 0])
-        raise DataError(f"{where}: {n_bad:,} of {v:,} rows hold NaN or Inf (first: row {first}); clean the table first")
 
 
 def table_shape(path: str | Path, tensor: str | None = None) -> tuple[int, int] | None:

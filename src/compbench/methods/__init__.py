@@ -9,9 +9,11 @@ decorate it, and add a line here. The conformance tests pick it up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import canonical_options
 from compbench.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -93,9 +95,17 @@ def _composed_class(name: str) -> type[Method]:
     return Composed
 
 
+def canonical_method_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of method ``name`` in their one canonical form (:func:`compbench.methods.options.canonical_options`):
+    what a cell's key hashes and its record stores, whoever spelled them (``-o``, a suite file, the library)."""
+    cls = get_method_class(name)
+    return canonical_options(cls.card.name, options, getattr(cls, "option_ranges", {}))
+
+
 def list_methods() -> list[str]:
     """All registered method names, sorted."""
     return METHODS.names()
 
 
-__all__ = ["METHODS", "CompressedEmbedding", "Method", "MethodCard", "get_method", "get_method_class", "list_methods"]
+__all__ = ["METHODS", "CompressedEmbedding", "Method", "MethodCard", "canonical_method_options", "get_method",
+           "get_method_class", "list_methods"]

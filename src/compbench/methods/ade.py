@@ -64,7 +64,7 @@ from compbench.methods.ade_model import (
     index_dtype,
 )
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least, non_negative
+from compbench.methods.options import at_least, flag, non_negative
 
 PAPER = ("Demirci, Aptourachman & Kaya 2026, ADE: Adaptive Dictionary Embeddings (arXiv 2604.24940); "
          "stage 1 after Liang et al. 2021, Anchor & Transform (arXiv 2003.08197)")
@@ -395,7 +395,7 @@ class _ADEBase(Method):
     """
 
     variant = "anchor"
-    option_ranges = {"anchors": at_least(1), "max_active": at_least(1), "tau": non_negative(),
+    option_ranges = {"train_anchors": flag(), "residual": flag(), "anchors": at_least(1), "max_active": at_least(1), "tau": non_negative(),
                      "kmeans_iters": at_least(1), "mod_iters": at_least(0), "epochs": at_least(0)}
 
     def _anchor_dtype(self) -> torch.dtype:

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from compbench.errors import TrackError, UnattainableBudgetError, UsageError
-from compbench.methods.options import OptionRange, check_options
+from compbench.errors import TrackError, UnattainableBudgetError, UsageError, quoted
+from compbench.methods.options import BOOL_WORDS, OptionRange, canonical_options
 
 MODES = ("posthoc", "train")
 
@@ -136,12 +136,13 @@ class Method:
     option_ranges: ClassVar[Mapping[str, OptionRange]] = {}
 
     def __init__(self, **options: Any):
+        options = canonical_options(self.card.name, options, self.option_ranges)
         unknown = sorted(set(options) - set(self.card.options))
         if unknown:
             known = ", ".join(sorted(self.card.options)) or "none"
-            raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(unknown)} (options: {known})")
-        check_options(self.card.name, options, self.option_ranges)
-        self.options = dict(options)
+            raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(quoted(u) for u in unknown)} "
+                             f"(options: {known})")
+        self.options = options  # canonical: one spelling per value (see compbench.methods.options)
 
     # -- budget -> hyperparameters -----------------------------------------
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
@@ -204,7 +205,12 @@ class Method:
             return default
         value = self.options[key]
         if isinstance(default, bool):
-            return str(value).lower() in ("1", "true", "yes", "on") if not isinstance(value, bool) else value
+            if isinstance(value, bool):
+                return value
+            word = BOOL_WORDS.get(str(value).strip().lower())
+            if word is None:
+                raise UsageError(f"option {key}={quoted(value)} of method '{self.card.name}' must be true or false")
+            return word
         if default is None:
             return value
         try:

@@ -42,7 +42,7 @@ from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.hashing import MERSENNE_PRIME, draw_universal, universal_hash
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.options import at_least, flag, positive
 
 DISTRIBUTIONS = ("uniform", "gaussian")
 ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}
@@ -149,7 +149,7 @@ class DHE(Method):
             "init_std": "output std at init (default d**-0.5)",
         },
     )
-    option_ranges = {"num_hashes": at_least(1), "buckets": at_least(2), "layers": at_least(1), "width": at_least(1),
+    option_ranges = {"batchnorm": flag(), "num_hashes": at_least(1), "buckets": at_least(2), "layers": at_least(1), "width": at_least(1),
                      "init_std": positive()}
 
     def _settings(self) -> dict[str, Any]:

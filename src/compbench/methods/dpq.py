@@ -47,7 +47,7 @@ from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.options import at_least, flag, positive
 from compbench.methods.vldb_common import (
     ScaffoldedEmbedding,
     add_loss,
@@ -201,7 +201,7 @@ class DPQ(Method):
             "init_std": "std of queries and centroids at init (default d**-0.5)",
         },
     )
-    option_ranges = {"choices": at_least(2, high=65536), "parts": at_least(1), "init_std": positive()}
+    option_ranges = {"shared": flag(), "choices": at_least(2, high=65536), "parts": at_least(1), "init_std": positive()}
 
     def _mode(self) -> str:
         mode = str(self.option("mode", "sx")).lower()

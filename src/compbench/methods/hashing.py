@@ -33,7 +33,7 @@ from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.options import at_least, flag, positive
 
 MERSENNE_PRIME = 2**31 - 1  # p of the universal hash family; ids must be < p
 
@@ -114,7 +114,7 @@ class Hashing(Method):
             "init_std": "std of every output entry at init (default d**-0.5)",
         },
     )
-    option_ranges = {"num_hashes": at_least(1), "buckets": at_least(1), "init_std": positive()}
+    option_ranges = {"signed": flag(), "num_hashes": at_least(1), "buckets": at_least(1), "init_std": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)

@@ -10,6 +10,8 @@ divide ``d``, ``K`` at most the training rows, a forced size must fit the budget
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ class OptionRange:
     """An int or float option's valid values: ``min <= value <= max`` (``min < value`` when ``min_open``),
     plus ``auto``, one value outside the range that means "choose it for me" (e.g. ``partitions=0``)."""
 
-    kind: type = int
+    kind: type = int  # int, float, or bool (a flag: see :func:`flag`)
     min: float | None = None
     max: float | None = None
     min_open: bool = False
@@ -30,6 +32,8 @@ class OptionRange:
 
     def describe(self) -> str:
         """The valid values in words, e.g. ``an integer >= 1``, ``a number > 0``, ``an integer in 1..16``."""
+        if self.kind is bool:
+            return "true or false (also yes/no, on/off, 1/0)"
         what = "an integer" if self.kind is int else "a number"
         if self.min is not None and self.max is not None:
             text = f"{what} in {_num(self.min)}..{_num(self.max)}"
@@ -43,11 +47,20 @@ class OptionRange:
             text += f" (or {_num(self.auto)} = automatic)"
         return text
 
-    def check(self, method: str, key: str, value: Any) -> int | float:
+    def check(self, method: str, key: str, value: Any) -> int | float | bool:
         """``value`` cast to ``kind`` when valid; a one-line UsageError naming the option and its range otherwise."""
         def bad() -> UsageError:
             return UsageError(f"option {key}={quoted(value)} of method '{method}' must be {self.describe()}")
 
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            word = BOOL_WORDS.get(str(value).strip().lower())
+            if word is None:
+                raise bad()
+            return word
         if isinstance(value, bool):
             raise bad()
         try:
@@ -92,6 +105,11 @@ def non_negative() -> OptionRange:
     return OptionRange(float, 0)
 
 
+def flag() -> OptionRange:
+    """A boolean option: ``true/false``, ``yes/no``, ``on/off`` or ``1/0`` (any case), stored as one bool."""
+    return OptionRange(bool)
+
+
 def check_options(method: str, options: Mapping[str, Any], ranges: Mapping[str, OptionRange]) -> None:
     """Check every user option that has a declared range (see :class:`OptionRange`)."""
     for key, value in options.items():
@@ -100,4 +118,61 @@ def check_options(method: str, options: Mapping[str, Any], ranges: Mapping[str, 
             rng.check(method, key, value)
 
 
-__all__ = ["OptionRange", "at_least", "check_options", "non_negative", "positive"]
+#: the words a boolean option accepts (case-insensitive), and the one value each means
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_INT = re.compile(r"[+-]?[0-9]{1,30}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+MAX_OPTION_CHARS = 4096  # longer values are refused (a path or a dtype name is far shorter)
+
+
+def canonical_value(method: str, key: str, value: Any) -> Any:
+    """One spelling per value, so one configuration has one cell key: text is NFKC-normalised (a full-width
+    digit is the ASCII one) and stripped; ``true/false/yes/no/on/off`` (any case) become a bool; an integer or a
+    finite decimal becomes a number (``-o rank=8`` and a suite's ``rank: 8`` are the same cell). A number in text
+    that is not finite (refused by :func:`canonical_options`), an empty value and an over-long one are usage
+    errors."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value
+        return value
+    if not isinstance(value, str):
+        return value
+    text = unicodedata.normalize("NFKC", value).strip()
+    if not text:
+        raise UsageError(f"option '{quoted(key)}' of method '{method}' has an empty value; give key=value")
+    if len(text) > MAX_OPTION_CHARS:
+        raise UsageError(f"option '{quoted(key)}' of method '{method}' is {len(text)} characters long "
+                         f"(at most {MAX_OPTION_CHARS})")
+    lower = text.lower()
+    if lower in BOOL_WORDS and not lower.isdigit():
+        return BOOL_WORDS[lower]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text) or lower in ("inf", "+inf", "-inf", "nan", "infinity", "-infinity"):
+        return float(text)  # a non-finite one is refused by canonical_options (with the option's range if declared)
+    return text
+
+
+def canonical_options(method: str, options: Mapping[str, Any], ranges: Mapping[str, OptionRange]) -> dict[str, Any]:
+    """``options`` with every value in its one canonical form (:func:`canonical_value`), flags as bools and
+    declared numbers checked against their ranges; the result is what the method stores and the key hashes."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        name = unicodedata.normalize("NFKC", str(key)).strip()
+        if not name:
+            raise UsageError(f"an option of method '{method}' has no name ({quoted(f'={value}')}); give key=value")
+        if name in out:
+            raise UsageError(f"option '{quoted(name)}' of method '{method}' is given twice; give it once")
+        v = canonical_value(method, name, value)
+        rng = ranges.get(name)
+        if rng is not None:
+            v = rng.check(method, name, v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"option {quoted(name)}={quoted(value)} of method '{method}' must be a finite number")
+        out[name] = v
+    return out
+
+
+__all__ = ["BOOL_WORDS", "OptionRange", "at_least", "canonical_options", "canonical_value", "check_options", "flag",
+           "non_negative", "positive"]

@@ -39,7 +39,7 @@ from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.hashing import MERSENNE_PRIME
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.options import at_least, flag, positive
 
 
 def robe_bytes(size: int) -> int:
@@ -112,7 +112,7 @@ class ROBE(Method):
             "init_std": "std of every output entry at init (default d**-0.5)",
         },
     )
-    option_ranges = {"block_size": at_least(1), "size": at_least(1), "init_std": positive()}
+    option_ranges = {"signed": flag(), "block_size": at_least(1), "size": at_least(1), "init_std": positive()}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
