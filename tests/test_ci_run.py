@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ci(**cmds: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **cmds}
+    env = {**os.environ, "CI_SLOW_CMD": "true", **cmds}
     return subprocess.run(["bash", str(REPO / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60,
                           check=False)
 
@@ -34,3 +34,11 @@ def test_all_steps_passing_exits_0() -> None:
 def test_a_failing_gate_fails_ci_after_passing_tests() -> None:
     proc = _ci(CI_BROWSER_CMD="true", CI_TEST_CMD="true", CI_GATE_CMD="echo regression; exit 1")
     assert proc.returncode == 1 and "FAILED: regression gate" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_the_slow_step_runs_and_fails_ci_on_its_own() -> None:
+    """The end-to-end tests marked slow are their own step (make test-slow), run after the fast suite."""
+    proc = _ci(CI_BROWSER_CMD="true", CI_TEST_CMD="true", CI_SLOW_CMD="echo '1 failed'; exit 1", CI_GATE_CMD="true")
+    assert proc.returncode == 1, proc.stdout
+    assert "== ci: slow end-to-end tests (make test-slow): FAILED with exit 1" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "== ci: FAILED: slow end-to-end tests (make test-slow)"

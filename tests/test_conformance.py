@@ -3,6 +3,7 @@
 Parametrized over the registry, so a newly registered method is covered automatically:
 shape, budget respected (harness-computed bytes), determinism under a seed, materialize()
 agrees with forward(), and an impossible budget names the smallest one it can meet.
+The checks live in :mod:`compbench.testing` (``check_method`` runs them on any method, also outside the tree).
 Also checks that "derivable state costs 0 bytes" holds: a module rebuilt without the data and loaded
 strictly from the original's state_dict is bit-identical, and no module keeps tensors, arrays or index
 objects outside its state_dict (see the section at the end).
@@ -13,23 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compbench import testing as T
 from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
 from compbench.errors import TrackError, UnattainableBudgetError
 from compbench.methods import get_method, list_methods
 
-V, D = 300, 48
-RATIOS = ("10x", "4x", "2x", "1x")
-
-
-def _first_attainable(method, v: int, d: int):
-    for r in RATIOS:
-        allowed = Budget.parse(r).resolve(reference_bytes(v, d))
-        try:
-            return allowed, method.configure(v, d, allowed)
-        except UnattainableBudgetError:
-            continue
-    pytest.fail(f"{method.card.name} cannot meet even 1x on a {v}x{d} table")
+V, D = T.V, T.D
 
 
 def _cases():
@@ -42,15 +32,7 @@ def _cases():
 
 
 def _make(name: str, mode: str, table: torch.Tensor, seed: int):
-    m = get_method(name)
-    allowed, cfg = _first_attainable(m, V, D)
-    torch.manual_seed(seed)
-    if mode == "posthoc":
-        mod = m.compress(table, cfg, seed=seed)
-    else:
-        init = table if m.card.train_init == "pretrained" else None
-        mod = m.build(V, D, cfg, seed=seed, init_table=init)
-    return m, allowed, cfg, mod
+    return T.make_module(name, mode, table, seed)
 
 
 @pytest.mark.parametrize(("name", "mode"), _cases())
@@ -110,42 +92,8 @@ def test_unsupported_mode_is_a_clear_error(name: str) -> None:
 # original's state_dict gives bit-identical outputs; and no module hides tensors, arrays or index
 # objects in plain attributes.
 
-_ALLOWED_PLAIN = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
-
-
-def _other_table(table: torch.Tensor) -> torch.Tensor:
-    """A different table of the same shape and scale (the rebuild must not see the original data)."""
-    g = torch.Generator().manual_seed(98765)
-    base = torch.randn(table.shape[0], 12, generator=g) @ torch.randn(12, table.shape[1], generator=g)
-    return ((base + 0.1 * torch.randn(table.shape, generator=g)) * 0.05).to(table.dtype)
-
-
-def _perturb_(mod: torch.nn.Module) -> None:
-    """Change every floating tensor of the state_dict as a training run would (seeded, deterministic).
-
-    Non-persistent buffers are left alone: they are not trained, and must come back from the rebuild."""
-    g = torch.Generator().manual_seed(4321)
-    with torch.no_grad():
-        for t in mod.state_dict(keep_vars=True).values():
-            if t.is_floating_point():
-                noise = torch.randn(t.shape, generator=g, dtype=torch.float32)
-                t.add_((0.01 * noise).to(t.dtype))
-
-
-def _outputs(mod: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    mod = mod.eval()
-    with torch.no_grad():
-        return mod.materialize(), mod(torch.arange(mod.num_embeddings).reshape(-1, 3))
-
-
-def _non_persistent(mod: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for prefix, sub in mod.named_modules():
-        for name in sub._non_persistent_buffers_set:
-            buf = sub._buffers.get(name)
-            if buf is not None:
-                out[f"{prefix}.{name}" if prefix else name] = buf
-    return out
+_other_table, _perturb_, _outputs = T.other_table, T.perturb_, T.outputs
+_round_trip_mismatches, _plain_attribute_offenders = T.round_trip_mismatches, T.plain_attribute_offenders
 
 
 @pytest.mark.parametrize(("name", "mode"), _cases())
@@ -168,24 +116,6 @@ def test_state_dict_round_trip_is_bit_identical(name: str, mode: str, tiny_table
     assert not problems, f"{name}/{mode}: " + "; ".join(problems)
 
 
-def _round_trip_mismatches(mod: torch.nn.Module, fresh: torch.nn.Module, want_full: torch.Tensor,
-                           want_fwd: torch.Tensor) -> list[str]:
-    """What differs between a module and its rebuild after a strict state_dict load (empty: nothing)."""
-    out = []
-    got_full, got_fwd = _outputs(fresh)
-    if not torch.equal(got_full, want_full):
-        out.append("materialize() differs after a strict state_dict load")
-    if not torch.equal(got_fwd, want_fwd):
-        out.append("forward() differs after a strict state_dict load")
-    mine, theirs = _non_persistent(mod), _non_persistent(fresh)
-    if mine.keys() != theirs.keys():
-        out.append(f"non-persistent buffers differ: {sorted(mine)} vs {sorted(theirs)}")
-    for key, buf in mine.items():
-        if key in theirs and not torch.equal(buf, theirs[key]):
-            out.append(f"non-persistent buffer {key} is not derivable from config + seed")
-    return out
-
-
 def test_round_trip_check_catches_data_derived_free_state() -> None:
     """The checker itself: a 0-byte (non-persistent) buffer computed from the data is caught."""
     from compbench.methods.base import CompressedEmbedding
@@ -206,41 +136,6 @@ def test_round_trip_check_catches_data_derived_free_state() -> None:
     fresh.load_state_dict(mod.state_dict(), strict=True)
     problems = " ".join(_round_trip_mismatches(mod, fresh, want_full, want_fwd))
     assert "materialize() differs" in problems and "scale is not derivable" in problems
-
-
-def _plain_attribute_offenders(mod: torch.nn.Module) -> list[str]:
-    """Plain attributes (outside ``_parameters`` / ``_buffers`` / ``_modules``) that hold state:
-    tensors, numpy arrays, or any object that is not a small Python value (ints, floats, strings, ...,
-    and tuples / lists / dicts of those). torch's own bookkeeping attributes are skipped."""
-    import numpy as np
-
-    torch_internal = set(vars(torch.nn.Module()))
-    bad: list[str] = []
-
-    def check(path: str, value, depth: int = 0) -> None:
-        if isinstance(value, torch.Tensor | np.ndarray):
-            bad.append(f"{path} ({type(value).__name__})")
-        elif isinstance(value, tuple | list | set | frozenset):
-            if depth >= 3:
-                bad.append(f"{path} (deeply nested {type(value).__name__})")
-                return
-            for i, item in enumerate(value):
-                check(f"{path}[{i}]", item, depth + 1)
-        elif isinstance(value, dict):
-            if depth >= 3:
-                bad.append(f"{path} (deeply nested dict)")
-                return
-            for k, item in value.items():
-                check(f"{path}[{k!r}]", item, depth + 1)
-        elif not isinstance(value, _ALLOWED_PLAIN + (np.generic,)):
-            bad.append(f"{path} ({type(value).__module__}.{type(value).__name__})")
-
-    for prefix, sub in mod.named_modules():
-        for key, value in vars(sub).items():
-            if key in torch_internal:
-                continue
-            check(f"{prefix + '.' if prefix else ''}{key}", value)
-    return bad
 
 
 @pytest.mark.parametrize(("name", "mode"), _cases())

@@ -166,6 +166,9 @@ def main(debug: bool) -> None:
               help="Track lm: evaluate only the first N windows (smoke runs; in the key as +wN).")
 @click.option("--recipe", "recipe", multiple=True,
               help="Train track: override a recipe/backbone setting key=value, e.g. lr=3e-3, layers=2 (repeatable; in the key).")
+@click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
+              help="Import a module (and call FUNC) first, to register an out-of-tree method (repeatable; installed "
+                   "packages with a compbench.methods entry point need no flag).")
 @handle_errors
 def run(method: str, budget: str, track: str, task: str | None, device: str, threads: int | None, seed: int,
         seeds: str | None, results: Path | None, options: tuple[str, ...], model: str | None, as_json: bool,
@@ -173,7 +176,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         max_eval_samples: int | None, recipe: tuple[str, ...], dry_run: bool, lookup_workload: str,
         tune: str, max_fit_seconds: float, lm_mode: str | None = None, heal: int | None = None,
         max_windows: int | None = None, table: str | None = None, tensor: str | None = None,
-        quiet: bool = False, frequencies: str | None = None) -> None:
+        quiet: bool = False, frequencies: str | None = None, imports: tuple[str, ...] = ()) -> None:
     """Run one cell: compress (or train), evaluate, measure, write one record.
 
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
@@ -184,8 +187,10 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     from compbench.bench.runner import run_cell
     from compbench.bench.store import ResultStore
     from compbench.bench.validate import check_seed, check_seeds, check_threads
+    from compbench.bench.plugins import import_plugins
     from compbench.config import RunConfig, default_results_dir
 
+    import_plugins(imports)
     check_threads(threads)
     check_seed(seed)
     if not max_fit_seconds >= 0:

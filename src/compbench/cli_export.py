@@ -31,19 +31,24 @@ from compbench.cli_types import PATH
 @click.option("--out", "-o", "out", type=PATH, required=True, help="The artifact folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty artifact folder.")
 @click.option("--no-speed", is_flag=True, help="Skip the decode-speed measurement.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
+              help="Import a module (and call FUNC) first, to register an out-of-tree method (repeatable; installed "
+                   "packages with a compbench.methods entry point need no flag).")
 @handle_errors
 def export_command(method: str, budget: str, track: str, task: str | None, model: str | None,
                    options: tuple[str, ...], seed: int, threads: int | None, results: Path | None, out: Path,
                    overwrite: bool, no_speed: bool, table: str | None = None, tensor: str | None = None,
-                   frequencies: str | None = None) -> None:
+                   frequencies: str | None = None, imports: tuple[str, ...] = ()) -> None:
     """Fit METHOD at BUDGET and write embedding.safetensors + config.json + README.md to --out.
 
     Load it with ``compbench.load_embedding(DIR)``; put it into a model with ``compbench.apply(model, DIR)``.
     """
+    from compbench.bench.plugins import import_plugins
     from compbench.bench.validate import check_seed, check_threads
     from compbench.config import RunConfig, default_results_dir
     from compbench.export import export_cell
 
+    import_plugins(imports)
     check_threads(threads)
     check_seed(seed)
     extra: dict[str, str] = {}

@@ -29,17 +29,22 @@ from compbench.errors import UsageError, quoted
               help="mteb ResultCache folder (default: none, always evaluate).")
 @click.option("--dense/--no-dense", default=True, show_default=True,
               help="Also evaluate the dense encoder for retention.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE[:FUNC]",
+              help="Import a module (and call FUNC) first, to register an out-of-tree method (repeatable; installed "
+                   "packages with a compbench.methods entry point need no flag).")
 @handle_errors
 def mteb_command(method: str, budget: str, tasks: str, model: str | None, options: tuple[str, ...], device: str,
                  threads: int | None, seed: int, batch_size: int, results: Path | None, mteb_cache: Path | None,
-                 dense: bool) -> None:
+                 dense: bool, imports: tuple[str, ...] = ()) -> None:
     """Run MTEB tasks with the encoder's token table compressed by METHOD at BUDGET (needs the tasks' data:
     online, or already in the Hugging Face cache)."""
     from compbench.bench.measure import resolve_device
     from compbench.bench.mteb_interop import run_mteb
+    from compbench.bench.plugins import import_plugins
     from compbench.bench.validate import check_seed, check_threads
     from compbench.config import default_results_dir
 
+    import_plugins(imports)
     check_threads(threads)
     check_seed(seed)
     resolve_device(device)  # an unknown device or a missing GPU is one line, before any network or data access

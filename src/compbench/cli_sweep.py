@@ -153,7 +153,8 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
             console.print(t)
         return
     store.check_writable()  # one clear error before the header, the executor or any cell
-    ex = make_executor(executor, jobs=jobs, address=address, imports=imports, cell_timeout=cell_timeout)
+    ex = make_executor(executor, jobs=jobs, address=address, imports=(*imports, *suite.imports),
+                       cell_timeout=cell_timeout)
     show_bar = progress if progress is not None else err_console.is_terminal
     err_console.print(header, highlight=False)
     todo = n_run

@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from compbench.errors import UnknownNameError
+from compbench.errors import UnknownNameError, UsageError
 
 T = TypeVar("T")
 
@@ -77,8 +77,12 @@ class Registry(Generic[T]):
             return self._objects[name]
         if name in self._lazy:
             module_name, attr = self._lazy[name].split(":", 1)
-            module = importlib.import_module(module_name)
-            obj = getattr(module, attr)
+            try:
+                module = importlib.import_module(module_name)
+                obj = getattr(module, attr)
+            except (ImportError, AttributeError) as exc:  # e.g. a broken entry point of an installed plugin
+                raise UsageError(f"{self.kind} '{name}' is registered as {self._lazy[name]}, which cannot be loaded: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             # importing the module may have registered it via the decorator
             self._lazy.pop(name, None)
             self._objects.setdefault(name, obj)

@@ -18,7 +18,7 @@ from compbench.errors import UnknownNameError, UsageError, quoted
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
              "batch_size", "lookup_iters", "lookup_workload", "model", "extra", "tune", "max_fit_seconds")
-SUITE_KEYS = ("name", "description", "grids", *GRID_KEYS)
+SUITE_KEYS = ("name", "description", "imports", "grids", *GRID_KEYS)
 REQUIRED_GRID_KEYS = ("methods", "budgets", "tasks")
 
 
@@ -65,6 +65,9 @@ class Suite:
     grids: tuple[Grid, ...]
     description: str = ""
     source: str = ""
+    #: modules or ``.py`` files that register out-of-tree methods or tasks (``imports:``; relative paths are
+    #: resolved against the suite file's folder), imported before the grids are validated and in every worker
+    imports: tuple[str, ...] = ()
 
     def cells(self) -> list[RunConfig]:
         """Every cell of every grid, in order, duplicates removed."""
@@ -264,6 +267,7 @@ def parse_suite(doc: Any, *, source: str = "", default_name: str = "suite") -> S
     if not isinstance(doc, Mapping):
         raise UsageError(f"{_where(source, '')}: a suite must be a YAML mapping with methods, budgets and tasks")
     _check_keys(doc, SUITE_KEYS, source, "")
+    imports = _imports(doc.get("imports"), source)
     defaults = {k: v for k, v in doc.items() if k in GRID_KEYS}
     grids_doc = doc.get("grids")
     if grids_doc is None:
@@ -274,9 +278,26 @@ def parse_suite(doc: Any, *, source: str = "", default_name: str = "suite") -> S
         grids = tuple(_parse_grid(g, defaults, source, f"grids[{i}]")  # type: ignore[assignment]
                       for i, g in enumerate(grids_doc))
     suite = Suite(name=str(doc.get("name") or default_name), grids=grids, description=str(doc.get("description") or ""),
-                  source=source)
+                  source=source, imports=imports)
     validate_names(suite)
     return suite
+
+
+def _imports(value: Any, source: str) -> tuple[str, ...]:
+    """The suite's ``imports:`` list, relative ``.py`` paths made absolute, imported now (so its methods and tasks
+    validate)."""
+    from compbench.bench.plugins import import_plugins, resolve_plugin
+
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UsageError(f"{_where(source, '')}: 'imports' must be a list of module names or .py paths")
+    base = Path(source).resolve().parent if source and Path(source).is_file() else None
+    out = tuple(resolve_plugin(v.strip(), base) for v in value)
+    import_plugins(out)
+    return out
 
 
 def validate_names(suite: Suite) -> None:

@@ -61,6 +61,23 @@ _BUILTIN = {
 for _name, _target in _BUILTIN.items():
     METHODS.add_lazy(_name, _target)
 
+#: the entry-point group through which an installed package adds methods (``[project.entry-points."compbench.methods"]
+#: toy = "toy_method:ToyMethod"``); see docs/extending.md
+ENTRY_POINT_GROUP = "compbench.methods"
+
+
+def _add_entry_points() -> None:
+    """Register every installed ``compbench.methods`` entry point as a lazy method (imported on first use); a
+    name that is already taken (a built-in) is never replaced."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in METHODS and ":" in ep.value:
+            METHODS.add_lazy(ep.name, ep.value)
+
+
+_add_entry_points()
+
 
 def get_method(name: str, **options: Any) -> Method:
     """Instantiate the method registered as ``name`` (unknown names suggest the closest); ``A+B`` is the
@@ -107,5 +124,5 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "CompressedEmbedding", "Method", "MethodCard", "canonical_method_options", "get_method",
+__all__ = ["ENTRY_POINT_GROUP", "METHODS", "CompressedEmbedding", "Method", "MethodCard", "canonical_method_options", "get_method",
            "get_method_class", "list_methods"]
