@@ -118,6 +118,12 @@ def test_report_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
             assert page.locator("table.overview").count() == 1
             assert page.locator("table.overview tbody tr").count() >= 5
             assert page.locator("table.pages a").count() == 2
+            # the answer first (issue 35): headline tables with intervals and markers, no sideways scrolling
+            assert page.locator("table.headline").count() >= 1
+            headlines = page.locator("table.headline").all_inner_texts()
+            assert any("40x" in t for t in headlines) and all("★" in t for t in headlines), headlines
+            assert all("interval" in t or "[" in t for t in headlines)  # every score shows its interval (or why not)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
             page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
 
             page.locator("table.pages a", has_text="posthoc/stsb/cpu-1t").click()  # the link works

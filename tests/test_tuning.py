@@ -78,7 +78,13 @@ def test_tuning_reads_validation_only_and_a_poisoned_test_split_changes_nothing(
     assert clean.method.config == {"rank": t["candidates"][1]["config"]["rank"], "dtype": "float16"}
 
 
-def test_the_chosen_configuration_fits_the_budget_and_tuning_is_deterministic(tunable: None) -> None:
+def test_the_chosen_configuration_fits_the_budget_and_tuning_is_deterministic(tunable: None,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from compbench.bench import tuning
+
+    # the cost cap is wall-clock (10x the default candidate's time), so on a loaded machine two runs may stop
+    # after different candidates; with the cap off, the same inputs must give the same search and choice
+    monkeypatch.setattr(tuning, "COST_CAP", float("inf"))
     a, b = _run("pq", "6x"), _run("pq", "6x")
     ta, tb = a.measurements["tuning"], b.measurements["tuning"]
     assert a.status == "ok" and a.budget.stored_bytes <= a.budget.allowed_bytes

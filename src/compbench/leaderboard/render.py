@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from compbench.leaderboard.table import Leaderboard, TrackOverview, cells_versions
@@ -364,6 +366,83 @@ def _index_facts(overviews: Sequence[TrackOverview]) -> list[tuple[str, str]]:
             ("methods", ", ".join(f"{m} v{'/'.join(str(v) for v in sorted(vs))}" for m, vs in sorted(methods.items())))]
 
 
+#: the budgets the index answers first (issue 35); every other budget is on the task pages and in "all budgets"
+HEADLINE_BUDGETS = ("10x", "40x", "100x")
+HEADLINE_ORDER = "40x"
+
+
+@dataclass
+class Headline:
+    """One task's headline table: the rankable cells at the headline budgets of its fullest page (device)."""
+
+    task: str
+    board: Leaderboard
+    budgets: tuple[str, ...]
+    order_budget: str
+    variants: tuple[str, ...]
+    cells: dict[tuple[str, str], dict[str, Any]]
+
+
+def _headline_key(variant: str, cell: dict[str, Any] | None, higher_is_better: bool) -> tuple[Any, ...]:
+    if cell is None or cell.get("rank") is None:
+        return (1, math.inf, 0.0, variant)
+    return (0, cell["rank"], (-1.0 if higher_is_better else 1.0) * cell["main"], variant)
+
+
+def headlines(ov: TrackOverview) -> list[Headline]:
+    """The headline tables of a track: per task, the variants ordered by their rank at 40x (else the first
+    headline budget the task has), ties by the score, then the variants without a cell there."""
+    out = []
+    for task, boards in ov.pages.items():
+        board = max(boards, key=lambda b: (len(b.cells), b.device))
+        cells = {(c["variant"], c["budget"]): c for c in board.rows()
+                 if c["budget"] in HEADLINE_BUDGETS and c["variant"] != "dense" and c["status"] == "ok"}
+        budgets = tuple(b for b in HEADLINE_BUDGETS if any(k[1] == b for k in cells))
+        if not budgets:
+            continue
+        order_budget = HEADLINE_ORDER if HEADLINE_ORDER in budgets else budgets[0]
+        variants = tuple(sorted({k[0] for k in cells},
+                                key=lambda v, c=cells, o=order_budget, hib=board.higher_is_better:
+                                _headline_key(v, c.get((v, o)), hib)))
+        out.append(Headline(task=task, board=board, budgets=budgets, order_budget=order_budget, variants=variants,
+                            cells=cells))
+    return out
+
+
+def _tie_mark(c: dict[str, Any]) -> str:
+    """``★`` for the best at its budget, ``≈`` for a method statistically tied with it, else ``""``."""
+    if c.get("rank") == 1 and c.get("vs_best") is None:  # the best itself (tied ones carry their comparison)
+        return "★"
+    if c.get("tied"):
+        return "≈"
+    return ""
+
+
+def _headline_md(hl: Headline) -> str:
+    b = hl.board
+    rows = []
+    for v in hl.variants:
+        row = [md(v)]
+        for bud in hl.budgets:
+            c = hl.cells.get((v, bud))
+            if c is None:
+                row.append(NOT_RUN)
+                continue
+            mark = _tie_mark(c)
+            score = f"**{fmt_score(c['main'])}**" if mark else fmt_score(c["main"])
+            row.append(f"{score}{' ' + mark if mark else ''} {fmt_interval(c.get('ci_low'), c.get('ci_high'))}")
+        rows.append(row)
+    title = (f"**{md(hl.task)}** ({md(b.metric)} {'↑' if b.higher_is_better else '↓'}, {md(b.device)}; "
+             f"[page]({b.page}.md))\n")
+    return title + "\n" + md_table(["method", *hl.budgets], rows, ["l", *["r"] * len(hl.budgets)])
+
+
+HEADLINE_NOTE = ("Each method's score at the headline budgets with its 95% interval; ★ = best at that budget, "
+                 "≈ = statistically tied with the best (paired bootstrap on the same test items, 5%), **bold** = "
+                 "one of those. Rows are ordered by the rank at 40x (or the task's first headline budget). "
+                 "Other budgets: the task pages and \"all budgets\" below.")
+
+
 def index_markdown(overviews: Sequence[TrackOverview], page_ext: str = ".md", n_records: int = 0) -> str:
     """Markdown of the overview page."""
     out = ["# compbench leaderboard\n",
@@ -372,6 +451,12 @@ def index_markdown(overviews: Sequence[TrackOverview], page_ext: str = ".md", n_
            f"bytes, throughput, memory) and Pareto plots. Regenerate with `{REGENERATE}`.\n"]
     for ov in overviews:
         out.append(f"## {md(ov.track)}\n")
+        hls = headlines(ov)
+        if hls:
+            out.append(HEADLINE_NOTE + "\n")
+            out.extend(_headline_md(hl).replace(f"]({hl.board.page}.md)", f"]({hl.board.page}{page_ext})")
+                       for hl in hls)
+            out.append(f"### {md(ov.track)}: all budgets\n")
         headers = ["method"]
         for t, b in ov.columns:
             headers.append(f"{md(t)} {md(b)}")
@@ -424,6 +509,12 @@ td.wrap{white-space:normal;min-width:9em;max-width:22em;overflow-wrap:anywhere}
 .tag{display:inline-block;font-size:12px;padding:0 .5em;border-radius:1em;border:1px solid var(--border)}
 figure{margin:14px 0 22px}figure img{max-width:100%;height:auto;border:1px solid var(--border);border-radius:6px}
 figcaption{font-size:13px;color:var(--muted)}
+.headlines{display:flex;flex-wrap:wrap;gap:14px 22px;align-items:flex-start;margin:10px 0}
+.hl{flex:0 1 auto;max-width:100%;overflow-x:auto}
+table.headline caption{text-align:left;font-weight:600;padding:2px 0 4px}
+table.headline td{padding:3px 7px}table.headline td .sub{font-size:11px}
+.mark{margin-left:.3em;color:#0550ae;font-weight:700}
+details{margin:10px 0}summary{cursor:pointer;color:var(--accent)}
 footer{margin-top:36px;padding-top:10px;border-top:1px solid var(--border);color:var(--muted);font-size:13px}
 footer dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}footer dt{font-weight:600}
 footer dd{margin:0}
@@ -539,6 +630,31 @@ def page_html(board: Leaderboard, pngs: dict[str, bytes | None], index_href: str
     return html_document(f"{board.task} ({board.track}, {board.device}) · compbench leaderboard", "".join(parts))
 
 
+def _headline_html(hl: Headline) -> str:
+    b = hl.board
+    head = ("<tr><th class=\"l\">method</th>" + "".join(f"<th>{h(bud)}</th>" for bud in hl.budgets) + "</tr>")
+    body = []
+    for v in hl.variants:
+        cells = [f"<td class=\"l\">{h(v)}</td>"]
+        for bud in hl.budgets:
+            c = hl.cells.get((v, bud))
+            if c is None:
+                cells.append(f"<td class=\"missing\">{NOT_RUN}</td>")
+                continue
+            mark = _tie_mark(c)
+            tip = ("best at this budget" if mark == "★" else
+                   "tied with the best at this budget (paired bootstrap, 5%)" if mark else "")
+            mark_html = f"<span class=\"mark\" title=\"{h(tip)}\">{mark}</span>" if mark else ""
+            cls = " class=\"best\"" if mark else ""
+            cells.append(f"<td{cls}><span class=\"score\">{h(fmt_score(c['main']))}</span>{mark_html}"
+                         f"<span class=\"sub\">{h(fmt_interval(c.get('ci_low'), c.get('ci_high')))}</span></td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    caption = (f"<a href=\"{h(b.page)}.html\">{h(hl.task)}</a> <span class=\"sub\">{h(b.metric)} "
+               f"{'↑' if b.higher_is_better else '↓'} · {h(b.device)} · ordered by {h(hl.order_budget)}</span>")
+    return (f"<div class=\"hl\"><table class=\"headline\"><caption>{caption}</caption>\n<thead>{head}</thead>\n"
+            f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n")
+
+
 def index_html(overviews: Sequence[TrackOverview], n_records: int = 0) -> str:
     """Self-contained HTML of the overview page."""
     parts = ["<h1>compbench leaderboard</h1>\n",
@@ -547,6 +663,11 @@ def index_html(overviews: Sequence[TrackOverview], n_records: int = 0) -> str:
              f"bytes, throughput, memory) and Pareto plots. Regenerate with <code>{h(REGENERATE)}</code>.</p>\n"]
     for ov in overviews:
         parts.append(f"<h2 id=\"{h(safe_component(ov.track))}\">{h(ov.track)}</h2>\n")
+        hls = headlines(ov)
+        if hls:
+            parts.append(f"<p class=\"small muted\">{h(HEADLINE_NOTE)}</p>\n<div class=\"headlines\">\n"
+                         + "".join(_headline_html(hl) for hl in hls) + "</div>\n")
+            parts.append(f"<details><summary>{h(ov.track)}: all budgets</summary>\n")
         tasks: list[str] = []
         for t, _ in ov.columns:
             if t not in tasks:
@@ -576,6 +697,8 @@ def index_html(overviews: Sequence[TrackOverview], n_records: int = 0) -> str:
         parts.append(f"<p class=\"small muted\">Best in-budget main score per task and budget (mean over seeds; best "
                      f"over option variants and devices); highlighted = best in its column; {NOT_RUN} = no in-budget "
                      f"result.</p>\n")
+        if hls:
+            parts.append("</details>\n")
         prow = []
         for task, boards in ov.pages.items():
             for bd in boards:

@@ -127,8 +127,7 @@ MAX_OPTION_CHARS = 4096  # longer values are refused (a path or a dtype name is 
 
 def canonical_value(method: str, key: str, value: Any) -> Any:
     """One spelling per value, so one configuration has one cell key: text is NFKC-normalised (a full-width
-    digit is the ASCII one) and stripped; ``true/false/yes/no/on/off`` (any case) become a bool; an integer or a
-    finite decimal becomes a number (``-o rank=8`` and a suite's ``rank: 8`` are the same cell). A number in text
+    digit is the ASCII one) and stripped; an integer or a decimal becomes a number (``-o rank=8`` and a suite's ``rank: 8`` are the same cell). A number in text
     that is not finite (refused by :func:`canonical_options`), an empty value and an over-long one are usage
     errors."""
     if isinstance(value, bool) or value is None:
@@ -145,8 +144,6 @@ def canonical_value(method: str, key: str, value: Any) -> Any:
         raise UsageError(f"option '{quoted(key)}' of method '{method}' is {len(text)} characters long "
                          f"(at most {MAX_OPTION_CHARS})")
     lower = text.lower()
-    if lower in BOOL_WORDS and not lower.isdigit():
-        return BOOL_WORDS[lower]
     if _INT.fullmatch(text):
         return int(text)
     if _FLOAT.fullmatch(text) or lower in ("inf", "+inf", "-inf", "nan", "infinity", "-infinity"):
@@ -155,8 +152,10 @@ def canonical_value(method: str, key: str, value: Any) -> Any:
 
 
 def canonical_options(method: str, options: Mapping[str, Any], ranges: Mapping[str, OptionRange]) -> dict[str, Any]:
-    """``options`` with every value in its one canonical form (:func:`canonical_value`), flags as bools and
-    declared numbers checked against their ranges; the result is what the method stores and the key hashes."""
+    """``options`` with every value in its one canonical form (:func:`canonical_value`), flags (options declared
+    with :func:`flag`) as bools whatever the spelling (``true/false/yes/no/on/off/1/0``, any case), declared numbers
+    checked against their ranges; the result is what the method stores and the key hashes. Words such as ``off``
+    stay text for options that are not flags (e.g. rabitq's ``project=off``)."""
     out: dict[str, Any] = {}
     for key, value in options.items():
         name = unicodedata.normalize("NFKC", str(key)).strip()
