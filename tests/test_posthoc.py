@@ -58,6 +58,7 @@ def test_over_budget_is_refused(tmp_path: Path, shared_cache) -> None:
     assert (tmp_path / f"{rec.key}.json").is_file()
 
 
+@pytest.mark.slow  # two full STS-B cells (about 3 minutes on a busy 2-core machine): make test-slow
 def test_cell_determinism_and_retention(tmp_path: Path, shared_cache) -> None:
     cfg = RunConfig(method="quant-int2", budget="10x", task="fidelity", threads=2, seed=3)
     store = ResultStore(tmp_path)

@@ -433,10 +433,15 @@ def test_systems_are_shown_next_to_the_dense_model_and_never_ranked() -> None:
     assert "ade" not in ov.methods
 
 
-def test_a_page_that_would_mix_identities_is_refused() -> None:
-    recs = [_train("dense", 1, 0.85), _train("hashing", 10, 0.80, width=128)]
-    with pytest.raises(ValueError, match="mixes identities"):
-        build_leaderboards(aggregate(to_frame(recs)))
+def test_a_page_never_mixes_identities_and_names_what_it_left_off() -> None:
+    """Records whose identity differs from the page's (hand-edited, damaged) are left off it and listed, never
+    ranked together, and never fatal to the report (issue 34; found by tests/test_store_fuzz.py)."""
+    recs = [_train("dense", 1, 0.85), _train("pq", 10, 0.82), _train("hashing", 10, 0.80, width=128)]
+    (board,) = build_leaderboards(aggregate(to_frame(recs)))
+    assert set(board.methods) == {"dense", "pq"} and len(board.excluded) == 1 and "hashing" in board.excluded[0]
+    from compbench.leaderboard.render import page_markdown
+
+    assert "excluded" in page_markdown(board, {}, "../../index.md")
 
 
 def test_a_failed_cell_without_a_reference_size_does_not_break_the_plots() -> None:

@@ -6,7 +6,7 @@ field set to a random JSON value (a negative byte count, a string status, a NaN 
 bytes, a copy to another cell's path, a newer schema_version, or a deleted items sidecar. The folder must then
 load with every bad file reported as a problem (never an exception), render a report, compare against the
 pristine baseline, and plan the smoke sweep; every newer-schema file must be byte-identical afterwards.
-The fast loop runs 25 examples; the slow step (``make test-slow``, run by CI) runs 500.
+The fast loop runs 25 examples; the slow step (``make test-slow``, run by CI) runs 500 (without the PNG plots).
 """
 
 from __future__ import annotations
@@ -133,10 +133,19 @@ def test_corrupted_folders_never_crash_the_readers(edits: list[tuple[Any, ...]])
     _check(edits)
 
 
+@pytest.fixture
+def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 500-example run skips the PNG plots (0.7 s per report; the 25-example run above draws them)."""
+    from compbench.leaderboard import plots
+
+    monkeypatch.setattr(plots, "plot_bytes", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot_speed", lambda *a, **k: None)
+
+
 @pytest.mark.slow
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(edit, min_size=1, max_size=3))
-def test_corrupted_folders_never_crash_the_readers_500(edits: list[tuple[Any, ...]]) -> None:
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(edit, min_size=1, max_size=3))
+def test_corrupted_folders_never_crash_the_readers_500(no_plots: None, edits: list[tuple[Any, ...]]) -> None:
     _check(edits)
 
 

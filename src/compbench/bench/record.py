@@ -13,7 +13,7 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compbench.bench.identity import cell_key, identity_of_record, options_suffix  # noqa: F401 - re-exported
 
@@ -88,6 +88,9 @@ class Metrics(_Strict):
     retention_interval: dict[str, Any] | None = None
 
 
+IDENTITY_FIELDS = ("track", "model", "width", "backbone", "init", "head", "recipe")
+
+
 class Record(_Strict):
     """One benchmark cell's result (see README "Result records" for every field)."""
 
@@ -97,7 +100,7 @@ class Record(_Strict):
     error: str | None = None
     track: str
     seed: int
-    identity: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None  # compbench.bench.identity.CellIdentity.to_dict(); checked below
     method: MethodInfo
     task: TaskInfo
     budget: BudgetInfo
@@ -107,6 +110,22 @@ class Record(_Strict):
     measurements: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("identity")
+    @classmethod
+    def _identity_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """An identity names its seven fields with text (and the width as an integer or null), or is absent."""
+        if value is None:
+            return value
+        if set(value) != set(IDENTITY_FIELDS):
+            raise ValueError(f"identity must have exactly the fields {', '.join(IDENTITY_FIELDS)}")
+        for key in IDENTITY_FIELDS:
+            v = value[key]
+            ok = (v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)) if key == "width" \
+                else isinstance(v, str)
+            if not ok:
+                raise ValueError(f"identity.{key} has the wrong type ({type(v).__name__})")
+        return value
 
 
 def round_floats(obj: Any, digits: int = 6) -> Any:

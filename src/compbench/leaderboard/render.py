@@ -236,6 +236,9 @@ def _footer_facts(board: Leaderboard) -> list[tuple[str, str]]:
         ("records", f"{v['records']} record(s)" + (f"; {v['stale_records']} record(s) of older method or task "
                                                     f"versions not shown" if v["stale_records"] else "")),
     ]
+    if board.excluded:
+        facts.append(("excluded", f"{len(board.excluded)} record(s) whose identity differs from this page's: "
+                                  + clip(", ".join(board.excluded), 300)))
     return facts
 
 

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -87,6 +88,8 @@ class Leaderboard:
     stale: pd.DataFrame = field(default_factory=pd.DataFrame)
     systems: tuple[str, ...] = ()
     identity: str = ""
+    #: keys of records left off the page because their identity differs from the page's (see build_leaderboard)
+    excluded: tuple[str, ...] = ()
     rank_column: str = "rank"
     pareto_columns: tuple[str, str] = ("pareto_bytes", "pareto_speed")
 
@@ -284,6 +287,16 @@ def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str,
     rows = current.to_dict("records")
     if not rows:
         raise ValueError(f"no cells for {track}/{task}/{device}")
+    # Keys encode the identity, so one page holds one; records that disagree with it (hand-edited, or damaged in
+    # a way the schema cannot see) never share the ranking: the page keeps the identity most of its ranked cells
+    # have, and the others are listed on the page as excluded (never fatal to the report, issue 34)
+    counts = Counter(str(c["identity"]) for c in rows if c.get("identity") and not c.get("system"))
+    excluded: tuple[str, ...] = ()
+    if len(counts) > 1:
+        keep = min(counts, key=lambda ident: (-counts[ident], ident))
+        excluded = tuple(sorted(k for c in rows if c.get("identity") and not c.get("system")
+                                and str(c["identity"]) != keep for k in (c.get("ok_keys") or [c.get("variant")])))
+        rows = [c for c in rows if not c.get("identity") or c.get("system") or str(c["identity"]) == keep]
     higher = bool(rows[0]["higher_is_better"])
     _annotate(rows, higher)
     _pooled_intervals(rows, items or {})
@@ -292,12 +305,10 @@ def build_leaderboard(cells: pd.DataFrame, track: str, task: str, device: str,
                                         "tied", "vs_best"], dtype=object)
     ranked = [c for c in rows if not c.get("system")]
     identities = sorted({str(c["identity"]) for c in ranked if c.get("identity")})
-    if len(identities) > 1:  # keys encode the identity, so one page holds one; a mix is a bug, never a ranking
-        raise ValueError(f"page {track}/{task}/{device} mixes identities: {identities}")
     return Leaderboard(track=track, task=task, device=device, metric=str(rows[0]["metric"]), higher_is_better=higher,
                        cells=frame, methods=_method_order(rows, higher), budgets=_budget_order(rows), stale=stale,
                        systems=_method_order(rows, higher, systems=True),
-                       identity=identities[0] if identities else "")
+                       identity=identities[0] if identities else "", excluded=excluded)
 
 
 def build_leaderboards(cells: pd.DataFrame, items: ItemsByKey | None = None) -> list[Leaderboard]:
