@@ -198,3 +198,20 @@ def test_a_move_past_the_tolerance_is_a_regression_only_when_it_is_significant(t
 def test_a_non_finite_new_score_is_a_regression(bad: float) -> None:
     d = compare_records(make(main_score=0.8), make(main_score=bad))
     assert d.kind == "regression" and "not a finite score" in " ".join(d.reasons)
+
+
+def test_a_record_whose_score_disagrees_with_its_own_items_is_a_regression(tmp_path: Path) -> None:
+    """Issue 34: a main score edited by hand (or a swapped items sidecar) is caught by its own per-item outcomes."""
+    import numpy as np
+
+    from compbench.bench.stats import Items, score_of
+
+    vals = (np.random.default_rng(1).random(200) < 0.8).astype(float)
+    good = score_of(Items("mean", vals))
+    _with_items(tmp_path / "b", make(main_score=good), Items("mean", vals))
+    _with_items(tmp_path / "n", make(main_score=good + 0.02), Items("mean", vals))  # "better", by an edit
+    (d,) = compare_dirs(tmp_path / "b", tmp_path / "n").diffs
+    assert d.kind == "regression" and "disagrees with its own per-item outcomes" in " ".join(d.reasons)
+    _with_items(tmp_path / "n2", make(main_score=good), Items("mean", vals))
+    (d2,) = compare_dirs(tmp_path / "b", tmp_path / "n2").diffs
+    assert d2.kind == "unchanged"

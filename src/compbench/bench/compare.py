@@ -123,6 +123,24 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _items_disagree(rec: Record, items: Any) -> str | None:
+    """A line when ``rec``'s main score is not what its own per-item outcomes give (an edited or corrupted record
+    or sidecar): more apart than the task's tolerance and 0.1% of the score (float32 items round a little)."""
+    main = rec.metrics.main
+    if items is None or rec.status != "ok" or main is None or not math.isfinite(main):
+        return None
+    from compbench.bench.stats import score_of
+
+    try:
+        own = float(score_of(items))
+    except (ValueError, TypeError):
+        return "its per-item outcomes cannot be scored"
+    if not math.isfinite(own) or abs(own - main) > max(float(rec.task.tolerance), 1e-3 * abs(main)):
+        return (f"{rec.task.metric} {main:.6g} disagrees with its own per-item outcomes ({own:.6g}): "
+                "the record or its items sidecar was changed")
+    return None
+
+
 def compare_records(base: Record, new: Record, base_items: Any = None, new_items: Any = None) -> CellDiff:
     """Compare two records of the same cell (see the module docstring for the rules); ``base_items`` and
     ``new_items`` are their per-item outcomes when both kept them."""
@@ -150,6 +168,9 @@ def compare_records(base: Record, new: Record, base_items: Any = None, new_items
         if a != b:
             regress.append(f"params.{f} {_fmt(a)} -> {_fmt(b)}")
     improve: list[str] = []
+    mismatch = _items_disagree(new, new_items)
+    if mismatch:
+        regress.append(mismatch)
     if base.metrics.main is not None or new.metrics.main is not None:
         if base.metrics.main is None or new.metrics.main is None:
             if base.status == new.status:
