@@ -450,3 +450,17 @@ def test_a_failed_cell_without_a_reference_size_does_not_break_the_plots() -> No
     recs[-1].budget.reference_bytes = recs[-1].budget.allowed_bytes = 0
     files = render_report(recs)
     assert files["posthoc/stsb/cpu-1t.bytes.png"].startswith(b"\x89PNG")
+
+
+def test_report_progress_sees_every_page_in_order(tmp_path: Path) -> None:
+    """``compbench report`` shows its pages as it draws them (issue 35): the callback gets each page once."""
+    from compbench.bench.store import ResultStore
+    from compbench.leaderboard.report import write_report
+
+    store = ResultStore(tmp_path / "r")
+    for r in synthetic_records():
+        store.write(r)
+    seen: list[tuple[int, int, str]] = []
+    res = write_report(tmp_path / "r", tmp_path / "out", progress=lambda d, t, p: seen.append((d, t, p)))
+    assert [d for d, _, _ in seen] == list(range(res.pages)) and all(t == res.pages for _, t, _ in seen)
+    assert all((tmp_path / "out" / f"{p}.html").is_file() for _, _, p in seen)

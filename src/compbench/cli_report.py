@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -28,9 +29,40 @@ def report(results: Path | None, out: Path, tasks: tuple[str, ...], devices: tup
     from compbench.config import leaderboard_results_dir
     from compbench.leaderboard.report import write_report
 
-    res = write_report(results or leaderboard_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks)
+    with _PageProgress(enabled=err_console.is_terminal) as bar:
+        res = write_report(results or leaderboard_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks,
+                           progress=bar.update)
     for p in res.problems:
         err_console.print(f"[yellow]skipped malformed record[/] {escape(f'{p.path}: {p.reason}')}", highlight=False, soft_wrap=True)
     removed = f"; removed {len(res.removed)} stale file(s)" if res.removed else ""
     console.print(f"wrote {res.pages} page(s) from {res.records} record(s) to {res.out}/ "
                   f"(index: {res.out / 'index.html'}){removed}", highlight=False, soft_wrap=True)
+
+
+class _PageProgress:
+    """``report``'s progress on stderr: a bar over the pages with the one being drawn and an ETA (terminals only;
+    loading the records comes first and shows a spinner)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _PageProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("report"), BarColumn(), TextColumn("{task.completed}/{task.total} pages"),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+                                     console=err_console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("loading records", total=None)
+        return self
+
+    def update(self, done: int, total: int, page: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total, description=escape(page))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()

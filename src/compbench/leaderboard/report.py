@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,10 +78,12 @@ def select_cells(cells: pd.DataFrame, *, tasks: Sequence[str] = (), devices: Seq
 
 
 def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
-                  tracks: Sequence[str] = (), items: dict[str, Any] | None = None) -> dict[str, bytes]:
+                  tracks: Sequence[str] = (), items: dict[str, Any] | None = None,
+                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, bytes]:
     """All report files as ``{relative posix path: content}`` (deterministic for the same records and items).
 
-    ``items`` maps record keys to their per-item outcomes (the sidecars), for pooled intervals and ties."""
+    ``items`` maps record keys to their per-item outcomes (the sidecars), for pooled intervals and ties;
+    ``progress(done, total, page)`` is called before each page is drawn (a display; never affects the files)."""
     records = list(records)
     frame = to_frame(records)
     cells = select_cells(aggregate(frame), tasks=tasks, devices=devices, tracks=tracks)
@@ -89,7 +91,9 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     styles = plots.method_styles([v for b in boards for v in b.methods])
     files: dict[str, bytes] = {}
     n_records = 0
-    for board in boards:
+    for i, board in enumerate(boards):
+        if progress is not None:
+            progress(i, len(boards), board.page)
         n_records += board.versions()["records"]
         name = board.page.rsplit("/", 1)[1]
         pngs = {"bytes": plots.plot_bytes(board, styles), "speed": plots.plot_speed(board, styles)}
@@ -189,7 +193,7 @@ def write_files(out: Path, files: dict[str, bytes]) -> tuple[list[Path], list[Pa
 
 
 def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
-                 tracks: Sequence[str] = ()) -> ReportResult:
+                 tracks: Sequence[str] = (), progress: Callable[[int, int, str], None] | None = None) -> ReportResult:
     """Load every record under ``results`` (malformed ones are returned as problems and skipped), render the
     report and write it under ``out``."""
     results, out = Path(results), Path(out)
@@ -200,7 +204,7 @@ def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] =
     items = {r.key: it for r in records if (it := store.read_items(r)) is not None}
     if not records:
         raise UsageError(f"no valid records under {results}" + (f" ({len(problems)} malformed)" if problems else ""))
-    files = render_report(records, tasks=tasks, devices=devices, tracks=tracks, items=items)
+    files = render_report(records, tasks=tasks, devices=devices, tracks=tracks, items=items, progress=progress)
     written, removed = write_files(out, files)
     pages = sum(1 for f in files if f.endswith(".html") and f != "index.html")
     n = sum(1 for _ in records)
