@@ -481,3 +481,18 @@ def test_mde_posthoc_uses_corpus_counts_on_minilm_shape() -> None:
     counts = token_counts(MINILM_V)
     assert counts[block_of == 0].min() >= counts[block_of == 7].max()  # head block = the most frequent tokens
     assert len(get_method("mde-posthoc").tuning_space(MINILM_V, MINILM_D, _budget("40x"))) <= 12
+
+
+@pytest.mark.parametrize("nbits", [3, 5, 6, 7, 9, 10, 12, 13, 16])
+def test_unpack_codes_of_any_width_equals_the_bitstring(nbits: int) -> None:
+    """The vectorised unpack (three byte gathers and a shift) reads faiss' little-endian bitstring exactly as a
+    bit-by-bit expansion does, for every width that is not 1, 2, 4 or 8 (tiered's hot tier uses 5 bits)."""
+    from compbench.methods.pq import unpack_codes
+
+    g = torch.Generator().manual_seed(nbits)
+    for m in (1, 3, 17, 192):
+        packed = torch.randint(0, 256, (40, (m * nbits + 7) // 8), generator=g, dtype=torch.uint8)
+        bits = ((packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(40, -1)[:, : m * nbits]
+        want = (bits.reshape(40, m, nbits).long() << torch.arange(nbits)).sum(-1)
+        assert torch.equal(unpack_codes(packed, m, nbits), want)
+        assert torch.equal(unpack_codes(packed[7], m, nbits), want[7])
