@@ -170,7 +170,7 @@ def test_a_move_past_the_tolerance_is_a_regression_only_when_it_is_significant(t
     separate from 0 is noise (not gating); a real, consistent drop of the same size is a regression."""
     import numpy as np
 
-    from compbench.bench.stats import Items, score_of
+    from compbench.stats import Items, score_of
 
     rng = np.random.default_rng(0)
     base_vals = (rng.random(200) < 0.8).astype(float)
@@ -204,7 +204,7 @@ def test_a_record_whose_score_disagrees_with_its_own_items_is_a_regression(tmp_p
     """Issue 34: a main score edited by hand (or a swapped items sidecar) is caught by its own per-item outcomes."""
     import numpy as np
 
-    from compbench.bench.stats import Items, score_of
+    from compbench.stats import Items, score_of
 
     vals = (np.random.default_rng(1).random(200) < 0.8).astype(float)
     good = score_of(Items("mean", vals))

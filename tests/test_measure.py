@@ -22,10 +22,10 @@ from compbench.bench.measure import (
     Stopwatch,
     compare_lookup,
     concurrency_info,
-    load_token_frequencies,
     lookup_ids,
     summarize,
 )
+from compbench.datasets.frequencies import load_token_frequencies
 from compbench.errors import UsageError
 
 MIB = 2**20

@@ -34,7 +34,7 @@ def local_sts(tmp_path_factory):
 def test_compressed_model_is_an_mteb_encoder(encoder):
     from mteb.models.models_protocols import EncoderProtocol
 
-    from compbench.bench.mteb_interop import compressed_mteb_model
+    from compbench.tasks.mteb_tasks import compressed_mteb_model
 
     model = compressed_mteb_model(encoder, encoder.token_table * 0.5, method="svd", budget="10x")
     assert isinstance(model, EncoderProtocol)
@@ -84,9 +84,9 @@ def test_offline_fails_fast_naming_the_dataset(monkeypatch):
 def test_unknown_mteb_task_and_cli_one_line(tmp_path):
     from click.testing import CliRunner
 
-    from compbench.bench.mteb_interop import resolve_tasks
     from compbench.cli import main
     from compbench.errors import UnknownNameError
+    from compbench.tasks.mteb_tasks import resolve_tasks
 
     with pytest.raises(UnknownNameError, match="did you mean 'STSBenchmark'"):
         resolve_tasks(["STSBenchmarkk"])
@@ -100,8 +100,8 @@ def test_mteb_task_card_comes_from_mteb_metadata():
     posthoc task of the registry (so ``compbench run --task mteb-STSBenchmark`` and sweeps name it)."""
     import mteb
 
-    from compbench.bench.mteb_interop import MtebTask
     from compbench.tasks import get_task
+    from compbench.tasks.mteb_tasks import MtebTask
 
     sts = get_task("posthoc", "mteb-STSBenchmark")
     md = mteb.get_task("STSBenchmark").metadata

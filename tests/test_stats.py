@@ -1,4 +1,4 @@
-"""Uncertainty: bootstrap intervals, paired comparisons and ties (compbench.bench.stats, the leaderboard's ranks)."""
+"""Uncertainty: bootstrap intervals, paired comparisons and ties (compbench.stats, the leaderboard's ranks)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from compbench.bench.stats import Items, interval, paired_difference, ratio_interval, score_of
+from compbench.stats import Items, interval, paired_difference, ratio_interval, score_of
 
 
 def _sts(n: int, noise: float, seed: int = 0) -> Items:

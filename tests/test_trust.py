@@ -242,3 +242,41 @@ def test_an_old_store_cache_gets_its_checksum_on_first_use(tmp_path: Path, monke
     side.write_text(json.dumps(meta))
     _, facts = store_track.corpus_vectors(_Encoder(), texts)
     assert facts["vectors_cached"] and "sha256" in json.loads(side.read_text())
+
+
+# -- sane class counts in a bring-your-own classification file ---------------------------------------------------
+
+@pytest.mark.parametrize(("labels", "needle"), [
+    ([i // 2 for i in range(4000)], "has 2,000 classes; at most 1,000"),
+    ([0] * 4 + [1] * 4 + [2], "1 class(es) have fewer than 2 rows (smallest: 2 with 1)"),
+])
+def test_classification_files_need_sane_classes(tmp_path: Path, labels: list[int], needle: str) -> None:
+    import pandas as pd
+
+    from compbench.tasks import get_task
+
+    path = tmp_path / "cls.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(path, index=False)
+    with pytest.raises(DataError) as exc:
+        get_task("posthoc", f"classification:{path}")
+    assert needle in str(exc.value)
+
+
+# -- property: the option parser never crashes and its canonical form is a fixed point ----------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=4), st.sampled_from(["svd", "hashing", "pq", "rabitq", "tiered"]))
+def test_option_parsing_never_crashes_and_is_idempotent(pairs: list[str], method: str) -> None:
+    from compbench.cli import _parse_options
+
+    try:
+        first = _parse_options(tuple(pairs), method)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
+        return
+    again = canonical_method_options(method, first)
+    assert again == first and options_suffix(again) == options_suffix(first)

@@ -12,9 +12,9 @@ Public API (library first; the CLI is a thin layer over these):
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import Any
+
+from compbench.version import __version__
 
 __all__ = ["__version__", "apply", "load_embedding"]
 

@@ -10,7 +10,7 @@ Cells are matched by key. For each pair:
    in the good direction beyond the tolerance is an ``improvement`` (not gating). When both
    records kept their per-item outcomes (the items sidecar), the move must also be
    statistically significant: a paired bootstrap of the difference on the same test items
-   (:func:`compbench.bench.stats.paired_difference`) whose 95% interval excludes 0; a move past
+   (:func:`compbench.stats.paired_difference`) whose 95% interval excludes 0; a move past
    the tolerance that is not significant is reported as ``noise`` (not gating). Records without
    per-item outcomes keep the tolerance rule alone, and the report says so;
 4. **throughput** (lookup tokens/s, new / base, and the in-run ratio to the dense lookup) is
@@ -33,6 +33,7 @@ from typing import Any
 from compbench.bench.record import Record
 from compbench.bench.store import LoadProblem, ResultStore
 from compbench.errors import UsageError
+from compbench.stats import paired_difference, score_of
 
 KINDS = ("regression", "missing", "improvement", "noise", "not_comparable", "unchanged", "new")
 GATING = ("regression", "missing")
@@ -129,7 +130,6 @@ def _items_disagree(rec: Record, items: Any) -> str | None:
     main = rec.metrics.main
     if items is None or rec.status != "ok" or main is None or not math.isfinite(main):
         return None
-    from compbench.bench.stats import score_of
 
     try:
         own = float(score_of(items))
@@ -185,8 +185,6 @@ def compare_records(base: Record, new: Record, base_items: Any = None, new_items
             text = f"{d.metric} {base.metrics.main:.6g} -> {new.metrics.main:.6g} ({delta:+.6g}; tolerance {tol:g}, {direction} is better)"
             beyond = bad > tol + 1e-12 or -bad > tol + 1e-12
             if beyond and base_items is not None and new_items is not None:
-                from compbench.bench.stats import paired_difference
-
                 try:
                     d.paired = paired_difference(new_items, base_items)
                 except ValueError:  # different items: the tolerance rule alone

@@ -17,7 +17,7 @@ The lifecycle owns every step that must be the same for every track:
 A track contributes only a :class:`TrackHooks` object (``load``, ``produce``, ``evaluate``,
 ``dense_module``, optionally ``aggregate`` and ``context``): the posthoc, words, store and train tracks
 (:mod:`compbench.bench.posthoc`, :mod:`compbench.bench.table_track`, :mod:`compbench.bench.train`) and
-mteb tasks (:mod:`compbench.bench.mteb_interop`).
+mteb tasks (:mod:`compbench.tasks.mteb_tasks`, run by :mod:`compbench.bench.mteb_interop`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from compbench import stats
 from compbench.bench import measure
 from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.budget import reference_bytes
@@ -84,7 +85,7 @@ class Outcome:
     scores: dict[str, float]
     measurements: dict[str, Any] = field(default_factory=dict)
     params: Params | None = None
-    items: Any = None  # compbench.bench.stats.Items of this seed, when the task gives per-item outcomes
+    items: Any = None  # compbench.stats.Items of this seed, when the task gives per-item outcomes
 
 
 class TrackHooks(Protocol):
@@ -297,8 +298,6 @@ def _uncertainty(ctx: Any, outcomes: Sequence[Outcome], metrics: Metrics, measur
     """Intervals of the main score (and of retention) from the seeds' per-item outcomes, and the items sidecar
     next to the record (referenced by sha256). Nothing when the task gives no per-item outcomes."""
     import time
-
-    from compbench.bench import stats
 
     parts = [o.items for o in outcomes]
     if not parts or any(p is None for p in parts):

@@ -5,7 +5,7 @@
   splits of the shipped datasets, listed in ``datasets/data/token-frequency/minilm-wordpiece-counts.json``),
   each text tokenised on its own with the tokenizer's own special tokens. The counts are deterministic and are
   written once into ``<cache>/compbench/token-frequency/<model>-<revision[:12]>-counts.parquet`` with a JSON
-  sidecar in the shipped file's format, where :func:`compbench.bench.measure.token_frequencies_for` finds them
+  sidecar in the shipped file's format, where :func:`compbench.datasets.frequencies.token_frequencies_for` finds them
   (by vocabulary size) and records their sha256 in the cell's config.
 - **Healing text** (:func:`calibration_windows`): the shipped IMDB train reviews joined with newlines, cut into
   windows by the task's protocol (:func:`compbench.tasks.lm.make_windows`).
@@ -25,8 +25,8 @@ HEAL_SOURCE = ("imdb", "train", "text")
 
 
 def _sources() -> list[dict[str, Any]]:
-    from compbench.bench.measure import TOKEN_FREQUENCY_FILE
     from compbench.datasets import data_root
+    from compbench.datasets.frequencies import TOKEN_FREQUENCY_FILE
 
     meta = json.loads((data_root() / TOKEN_FREQUENCY_FILE).with_suffix(".json").read_text(encoding="utf-8"))
     return list(meta["sources"])

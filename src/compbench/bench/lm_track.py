@@ -42,6 +42,7 @@ from compbench.bench.accounting import stored_bytes
 from compbench.bench.lifecycle import CellFailed, Outcome, Subject
 from compbench.bench.lm_settings import lm_mode
 from compbench.models.lm import hidden_states, log_probs, softcap
+from compbench.stats import Items
 
 POSITION_CHUNK = 128  #: positions per log-softmax block (bounds memory on a 262,144-token vocabulary)
 
@@ -158,7 +159,7 @@ class LMHooks:
         lm = get_lm(ctx)
         load_s = time.perf_counter() - t0
         from compbench.bench.lm_calibration import ensure_counts
-        from compbench.bench.measure import load_token_frequencies
+        from compbench.datasets.frequencies import load_token_frequencies
 
         # the LM tokenizer's calibration counts, for tiered / mde-posthoc / the lookup workload (a model with
         # MiniLM's 30,522-token vocabulary, e.g. the tests' tiny LM built on that tokenizer, uses the shipped counts)
@@ -195,8 +196,6 @@ class LMHooks:
 
     def evaluate(self, ctx: Any, subject: Subject, module: nn.Module, config: dict[str, Any], seed: int) -> Outcome:
         """Perplexity, KL and top-1 agreement with the materialised table (the head per the mode)."""
-        from compbench.bench.stats import Items
-
         st = subject.state
         lm, dense_table = st["lm"], st["table"].to(ctx.device)
         with torch.inference_mode():

@@ -45,7 +45,7 @@ def utc_now() -> str:
 
 def collect(command: str | None = None) -> dict[str, Any]:
     """Everything that explains a difference between two records of the same cell."""
-    from compbench import __version__
+    from compbench.version import __version__
 
     git = git_state()
     return {

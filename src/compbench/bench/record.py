@@ -83,7 +83,7 @@ class Metrics(_Strict):
     retention: float | None = None
     seeds: list[int] | None = None
     #: 95% bootstrap interval of ``main`` over the test items (and seeds): low, high, level, method, n_resamples,
-    #: seed, n_items, n_seeds (:mod:`compbench.bench.stats`); None when the task gives no per-item outcomes
+    #: seed, n_items, n_seeds (:mod:`compbench.stats`); None when the task gives no per-item outcomes
     interval: dict[str, Any] | None = None
     retention_interval: dict[str, Any] | None = None
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from compbench.bench.record import SCHEMA_VERSION, NewerSchemaError, Record, SchemaError, migrate, to_json
 from compbench.errors import NewerRecordError, RecordError, UsageError, first_line, quoted
+from compbench.stats import Items
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class ResultStore:
         return path.with_name(path.name[: -len(".json")] + ".items.npz")
 
     def write_items(self, key: str, items: Any) -> dict[str, Any]:
-        """Atomically write a cell's per-item outcomes (:class:`compbench.bench.stats.Items`) next to its record;
+        """Atomically write a cell's per-item outcomes (:class:`compbench.stats.Items`) next to its record;
         returns the reference the record keeps (file name, sha256, kind, counts)."""
         import hashlib
 
@@ -143,8 +144,6 @@ class ResultStore:
         """The per-item outcomes a record references, or None when it has none, the file is missing, or its
         sha256 differs from the record's (a stale or foreign sidecar is never used)."""
         import hashlib
-
-        from compbench.bench.stats import Items
 
         ref = (record.measurements or {}).get("items")
         if not isinstance(ref, dict) or not ref.get("sha256"):

@@ -62,6 +62,7 @@ from compbench.bench.train_settings import (  # noqa: F401 - re-exported: the se
 )
 from compbench.errors import CompbenchError, DataError, UsageError
 from compbench.models.classifier import build_classifier
+from compbench.stats import Items
 from compbench.tasks.train import SPLIT_SEED, TrainRecipe, TrainTask, load_tokenizer, tokenize_source
 
 # -- data ----------------------------------------------------------------------------------------
@@ -462,7 +463,6 @@ class TrainHooks:
         except NonFiniteLoss as exc:
             raise CellFailed(str(exc), {"per_seed": [x.to_dict() for x in self.results]}) from exc
         self.results.append(r)
-        from compbench.bench.stats import Items
 
         items = Items("mean", r.test_correct) if r.test_correct is not None else None
         return Outcome(scores={"accuracy": r.test_accuracy, "val_accuracy": r.val_accuracy},

@@ -13,7 +13,7 @@
   table) is shown next to the dense model of the same width in a table of its own, with its head's size
   and cost, never in the ranking, the Pareto fronts or the overview (:mod:`compbench.bench.identity`).
 - **Uncertainty**: every score carries its 95% bootstrap interval when its records kept per-item outcomes
-  (:mod:`compbench.bench.stats`). At each budget, every rankable cell is compared with the best cell on the
+  (:mod:`compbench.stats`). At each budget, every rankable cell is compared with the best cell on the
   same test items (paired bootstrap of the difference); cells not significantly different from the best at
   5% are *tied* with it and share the rank range ``1–k`` (``k`` = the tie's size). A cell without per-item
   outcomes (older records) shows "no interval" and can be neither tied nor separated: it keeps its plain rank.
@@ -33,9 +33,11 @@ from typing import Any
 
 import pandas as pd
 
+from compbench import stats
 from compbench.leaderboard.frame import current_versions
+from compbench.stats import Items
 
-#: record key -> its per-item outcomes (compbench.bench.stats.Items), loaded by the report from the sidecars
+#: record key -> its per-item outcomes (compbench.stats.Items), loaded by the report from the sidecars
 ItemsByKey = dict[str, Any]
 
 DENSE = "dense"
@@ -222,8 +224,6 @@ def _budget_order(cells: list[dict[str, Any]]) -> tuple[str, ...]:
 
 def cell_items(cell: dict[str, Any], items: ItemsByKey) -> Any:
     """The per-item outcomes of an aggregated cell: its ok records' items stacked (seeds in order), or None."""
-    from compbench.bench.stats import Items
-
     keys = cell.get("ok_keys") or ()
     parts = [items.get(k) for k in keys]
     if not parts or any(p is None for p in parts):
@@ -236,8 +236,6 @@ def cell_items(cell: dict[str, Any], items: ItemsByKey) -> Any:
 
 def _ties(cells: list[dict[str, Any]], items: ItemsByKey, higher_is_better: bool) -> None:
     """Rank ranges from paired comparisons with the best cell of each budget (see the module docstring)."""
-    from compbench.bench import stats
-
     for c in cells:
         c["rank_high"] = c["rank"]
         c["tied"] = False
@@ -268,8 +266,6 @@ def _ties(cells: list[dict[str, Any]], items: ItemsByKey, higher_is_better: bool
 
 def _pooled_intervals(cells: list[dict[str, Any]], items: ItemsByKey) -> None:
     """Intervals of cells pooled from several records, from their stacked per-item outcomes."""
-    from compbench.bench import stats
-
     for c in cells:
         if c["ci_low"] is None and c["status"] == "ok" and len(c.get("ok_keys") or ()) > 1:
             it = cell_items(c, items)

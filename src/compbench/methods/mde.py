@@ -15,7 +15,7 @@ code search ``alpha`` with ``d_0 = d`` instead, which cannot reach 100x here bec
 then exceed it).
 
 **Frequencies.** The train track does not hand frequencies to ``build()``. MDE ranks ids by the shipped
-token-frequency table (``compbench.bench.measure.load_token_frequencies``: MiniLM WordPiece counts of the
+token-frequency table (``compbench.datasets.frequencies.load_token_frequencies``: MiniLM WordPiece counts of the
 calibration corpus, ``datasets/data/token-frequency``, see ``datasets/data/PROVENANCE.md``): the *train* splits
 of sst2, trec, stsb, mrpc and imdb and all of mr, cr, subj, mpqa (which have no official split). It contains no
 test item of sst2, trec, imdb, 20newsgroups or ag_news, and it *does* contain the task's own train split for

@@ -7,7 +7,7 @@ old (frequency-dependent widths: mixed-dimension embeddings, Ginart et al. ISIT 
 quantisation budgets in recommender tables); here the per-tier codec is unchanged and only its budget moves.
 
 **Frequencies.** For a table of the shipped counts' vocabulary size (MiniLM's WordPiece, 30,522 rows), the
-counts of ``compbench.bench.measure.load_token_frequencies()``: the train splits of the shipped datasets
+counts of ``compbench.datasets.frequencies.load_token_frequencies()``: the train splits of the shipped datasets
 (never a test split; sha256 and source are put in the config). Other tables (GloVe, whose rows are sorted
 by frequency; the conformance tests' tiny tables) use the Zipf law over row order, count ~ 1 / (row + 1)
 (``-o frequencies=row-order``); ``-o frequencies=corpus`` insists on the shipped counts.
@@ -81,7 +81,7 @@ UNSEEN = ("shared", "rest")
 # -- frequencies -------------------------------------------------------------------------------------
 def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
     """Per-row counts (float64 ``[V]``) and where they come from (recorded in the config)."""
-    from compbench.bench.measure import load_token_frequencies, token_frequencies_for
+    from compbench.datasets.frequencies import load_token_frequencies, token_frequencies_for
 
     if mode.startswith("file:"):
         return counts_file(mode[5:], num_embeddings)

@@ -14,7 +14,7 @@ What is here:
   forward (train mode with grad enabled) marks the stored form stale; the next eval-mode forward rebuilds it
   from the scaffold (:meth:`ScaffoldedEmbedding.sync`); loading a state_dict makes the loaded stored form
   authoritative (the harness restores the best-validation state that way).
-- frequency helpers over the shipped token-frequency table (``compbench.bench.measure.load_token_frequencies``).
+- frequency helpers over the shipped token-frequency table (``compbench.datasets.frequencies.load_token_frequencies``).
 - bit packing of small integer codes per row, a fixed-capacity CSR store, stochastic rounding, a pruning
   schedule and :func:`add_loss` (an auxiliary loss term added through autograd, since the harness computes the
   task loss only).
@@ -142,7 +142,7 @@ def token_counts(num_embeddings: int) -> np.ndarray:
     The table was counted for MiniLM's 30,522-token WordPiece vocabulary; for another ``V`` the counts of
     ids below ``V`` are used and missing ids count 0 (deterministic, so derivable state stays derivable).
     """
-    from compbench.bench.measure import load_token_frequencies
+    from compbench.datasets.frequencies import load_token_frequencies
 
     counts = load_token_frequencies().counts
     out = np.zeros(int(num_embeddings), dtype=np.int64)

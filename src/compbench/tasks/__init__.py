@@ -60,7 +60,7 @@ def get_task(track: str, name: str) -> Task:
         if adhoc is not None:
             return adhoc
     if track == "posthoc" and name.startswith("mteb-") and len(name) > 5:  # any mteb task, by its mteb name
-        from compbench.bench.mteb_interop import get_mteb_task
+        from compbench.tasks.mteb_tasks import get_mteb_task
 
         return get_mteb_task(name)  # type: ignore[return-value]
     key = f"{track}/{name}"

@@ -38,6 +38,8 @@ ADHOC_TRACKS = ("posthoc", "store")
 SPLIT_VALUES = ("train", "test")
 TEST_FRACTION = 0.2
 MAX_CLASS_FRACTION = 0.5  # more distinct labels than half the rows: a score or id column, not classes
+MAX_CLASSES = 1000  # bounded work: more classes than this is not a sentence-classification probe
+MIN_CLASS_ROWS = 2  # every class needs one train and one test row
 
 
 def read_frame(path: Path) -> Any:  # -> pandas.DataFrame
@@ -139,6 +141,16 @@ def _labels(df: Any, path: Path) -> np.ndarray:
         raise DataError(f"data file {path}: column 'label' looks continuous or like an id: {n_classes} distinct "
                         f"values in {len(y)} rows; class labels need at least 2 rows per class on average "
                         f"(at most {int(len(y) * MAX_CLASS_FRACTION)} classes here)")
+    values, counts = np.unique(y, return_counts=True)
+    if n_classes > MAX_CLASSES:
+        raise DataError(f"data file {path}: column 'label' has {n_classes:,} classes; at most {MAX_CLASSES:,} are "
+                        "supported (a linear probe per class on a few rows each measures nothing)")
+    small = counts < MIN_CLASS_ROWS
+    if small.any():
+        worst = int(np.argmin(counts))
+        raise DataError(f"data file {path}: {int(small.sum()):,} class(es) have fewer than {MIN_CLASS_ROWS} rows "
+                        f"(smallest: {quoted(values[worst])} with {int(counts[worst])}); every class needs a train "
+                        "and a test row")
     if y.dtype.kind == "f":
         y = y.astype(np.int64)  # integral floats (1.0, 2.0) from parquet
     return y

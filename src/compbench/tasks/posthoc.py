@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
 
@@ -39,7 +40,7 @@ class PosthocContext:
     dense_table: torch.Tensor
     seed: int = 0
     batch_size: int = 64
-    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
+    items: Any = None  # set by the task: its per-item outcomes (compbench.stats.Items), for intervals
 
 
 class PosthocTask(Task):
@@ -81,7 +82,6 @@ class STSB(PosthocTask):
         return STSBValidation()
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.bench.stats import Items
         from compbench.datasets import load_split, split_path
 
         task = _local_sts_task(str(split_path("stsb", self.split)))
@@ -182,7 +182,6 @@ class _TrainTestClassification(_ClassificationTask):
         with ctx.encoder.swapped(ctx.table) as enc:
             xtr = enc.encode(fit_texts, ctx.batch_size)
             xte = enc.encode(test_texts, ctx.batch_size)
-        from compbench.bench.stats import Items
 
         clf = _logreg(0).fit(xtr, fit_y)
         correct = clf.predict(xte) == test_y
@@ -214,7 +213,6 @@ class _CVClassification(_ClassificationTask):
         texts = list(data["text"])
         with ctx.encoder.swapped(ctx.table) as enc:
             x = enc.encode([texts[i] for i in keep], ctx.batch_size)
-        from compbench.bench.stats import Items
 
         y = y_all[keep]
         accs = []
@@ -324,7 +322,6 @@ class Fidelity(PosthocTask):
         return ["stsb/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.bench.stats import Items
         from compbench.datasets import load_split
 
         out = table_fidelity(ctx.dense_table, ctx.table)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from compbench.errors import DataError
+from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
 
@@ -42,7 +43,7 @@ class StoreContext:
     table: torch.Tensor  # [n, d]
     dense_table: torch.Tensor  # [n, d]
     seed: int = 0
-    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
+    items: Any = None  # set by the task: its per-item outcomes (compbench.stats.Items), for intervals
     module: Any = None  # the compressed module (its codes are searched by store/search)
     queries: torch.Tensor | None = None  # [q, d] dense vectors of the task's held-out queries, if it has any
     measurements: dict[str, Any] | None = None  # set by the task: non-score facts for the record
@@ -204,7 +205,6 @@ class StoreSTSB(_ShippedStoreTask):
         i2 = np.array([index[s] for s in df["sentence2"]])
         out = pair_cosine_spearman(ctx.table, i1, i2, df["score"].to_numpy(float))
         out["n_pairs"] = float(len(df))
-        from compbench.bench.stats import Items
 
         u = _unit(ctx.table)
         cos = (u[torch.as_tensor(i1)] * u[torch.as_tensor(i2)]).sum(-1).double().numpy()

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compbench.errors import DataError
+from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import TaskCard
 from compbench.tasks.store import StoreContext, StoreTask, unique_in_order
@@ -145,7 +146,6 @@ class StoreSearch(StoreTask):
     def evaluate(self, ctx: StoreContext) -> dict[str, float]:
         import faiss
 
-        from compbench.bench.stats import Items
         from compbench.methods.faiss_search import float_queries, index_searcher
 
         if ctx.queries is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from compbench.stats import Items
 from compbench.tasks.base import Task, TaskCard
 
 
@@ -29,7 +30,6 @@ class TableFidelity(Task):
     @staticmethod
     def score(task: Any, candidate: torch.Tensor, dense: torch.Tensor, seed: int) -> tuple[dict[str, float], Any]:
         """``(scores, per-row cosine items)`` of ``candidate`` against ``dense``."""
-        from compbench.bench.stats import Items
         from compbench.tasks.posthoc import table_fidelity
 
         scores = table_fidelity(dense, candidate)

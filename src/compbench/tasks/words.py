@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from compbench.errors import DataError
+from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
 
@@ -245,8 +246,6 @@ def word_pair_spearman(table: torch.Tensor, words: Sequence[str], pairs: Sequenc
     sims = (va * vb).sum(dim=1).double().numpy()
     n_oov = len(pairs) - len(gold)
     if items_out is not None:
-        from compbench.bench.stats import Items
-
         items_out.append(Items("spearman", sims, np.asarray(gold, dtype=np.float64)))
     return {
         "spearman": float(stats.spearmanr(gold, sims).statistic),
@@ -293,8 +292,6 @@ def analogy_accuracy(table: torch.Tensor, words: Sequence[str], questions: Seque
         correct[s:s + batch_size] = sims.argmax(dim=1) == q[:, 3]
     syn = torch.tensor(syntactic)
     if items_out is not None:
-        from compbench.bench.stats import Items
-
         items_out.append(Items("mean", correct.double().numpy()))
     return {
         "accuracy": float(correct.float().mean()),
@@ -315,7 +312,7 @@ class WordsContext:
     dense_table: torch.Tensor
     words: Sequence[str]
     seed: int = 0
-    items: Any = None  # set by the task: its per-item outcomes (compbench.bench.stats.Items), for intervals
+    items: Any = None  # set by the task: its per-item outcomes (compbench.stats.Items), for intervals
 
 
 class WordsTask(Task):
