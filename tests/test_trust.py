@@ -280,3 +280,21 @@ def test_option_parsing_never_crashes_and_is_idempotent(pairs: list[str], method
         return
     again = canonical_method_options(method, first)
     assert again == first and options_suffix(again) == options_suffix(first)
+
+
+def test_a_token_cache_that_does_not_match_its_checksum_is_rebuilt(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The train track's token cache is trusted only when it matches the sha256 written with it."""
+    from compbench.tasks import get_task
+    from compbench.tasks.train import load_tokenizer, tokenize_source
+
+    task = get_task("train", "trec")
+    tok, info = load_tokenizer()
+    ids, lengths = tokenize_source(task, "test", tok, info, 8, tmp_path)
+    (cache,) = [p for p in tmp_path.rglob("*.npz")]
+    assert cache.with_name(cache.name + ".sha256").is_file()
+    np.savez(cache, ids=np.zeros_like(ids), lengths=lengths)  # the right shape, the wrong ids
+    again, _ = tokenize_source(task, "test", tok, info, 8, tmp_path)
+    assert np.array_equal(again, ids) and "checksum mismatch" in capsys.readouterr().err
+    same, _ = tokenize_source(task, "test", tok, info, 8, tmp_path)  # rebuilt and recorded: read quietly
+    assert np.array_equal(same, ids) and capsys.readouterr().err == ""

@@ -22,6 +22,31 @@ def sha256_file(path: Path | str) -> str:
     return h.hexdigest()
 
 
+def sidecar(path: Path) -> Path:
+    """The checksum sidecar of a cache file: ``<name>.sha256`` next to it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def record_checksum(path: Path) -> None:
+    """Write ``path``'s sha256 into its sidecar (after the file itself was written atomically); an unwritable
+    folder only costs the check (the file is then rebuilt on its next read)."""
+    try:
+        sidecar(path).write_text(sha256_file(path) + "\n", encoding="ascii")
+    except OSError:
+        pass
+
+
+def checksum_problem(path: Path) -> str | None:
+    """Why the cache file ``path`` must not be trusted (no sidecar, or a sha256 that differs), or None when it
+    matches the sha256 recorded when it was written."""
+    try:
+        expected = sidecar(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return "no checksum recorded"
+    digest = sha256_file(path)
+    return None if digest == expected else f"checksum mismatch: sha256 {digest[:12]}, recorded {expected[:12]}"
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created with its folder; a no-op where fcntl is unavailable)."""

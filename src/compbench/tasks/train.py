@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compbench.errors import DataError, UsageError
+from compbench.hashing import checksum_problem, record_checksum
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
 
@@ -400,14 +402,20 @@ def tokenize_source(task: TrainTask, source: str, tokenizer: Any, tok: Tokenizer
     data_sha = file_sha256(split_path(task.dataset, source))
     path = token_cache_path(cache_dir, task.dataset, source, data_sha, tok, max_len) if cache_dir else None
     if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:  # never unpickle
-                return z["ids"], z["lengths"]
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file: re-tokenise and overwrite
+        problem = checksum_problem(path)  # a cache is trusted only when it matches the sha256 written with it
+        if problem is None:
+            try:
+                with np.load(path, allow_pickle=False) as z:  # never unpickle
+                    return z["ids"], z["lengths"]
+            except (OSError, ValueError, KeyError):
+                problem = "unreadable"
+        print(f"compbench: the token cache {path.name} is not usable ({problem}); tokenising again",
+              file=sys.stderr, flush=True)
     ids, lengths = tokenize_texts(tokenizer, task.texts_of(source), max_len, tok.pad_id)
     if path is not None:
         _atomic_savez(path, ids=ids, lengths=lengths)
+        if path.is_file():
+            record_checksum(path)
     return ids, lengths
 
 
