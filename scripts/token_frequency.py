@@ -102,7 +102,7 @@ def main() -> int:
     args = ap.parse_args()
     counts, meta = count()
     if args.check:
-        from compbench.bench.measure import load_token_frequencies
+        from compbench.datasets.frequencies import load_token_frequencies
 
         shipped = load_token_frequencies()
         same = np.array_equal(shipped.counts, counts)
