@@ -99,6 +99,8 @@ def test_out_of_range_flags_are_click_usage_errors(args: list[str], needle: str)
     (["sweep", "--suite", "smoke", "--jobs", "0", "--dry-run"], "--jobs must be >= 1"),
     (["scale", "--jobs", "0", "--dry-run"], "--jobs must be >= 1"),
     (["scale", "--report-only", "--results", "/nonexistent/compbench"], "no such folder"),
+    (["report", "--results", __file__], "is a file, not a folder of records"),
+    (["compare", __file__, __file__], "is a file, not a folder of records"),
 ])
 def test_empty_or_unknown_values_are_one_line_exit_2(args: list[str], needle: str) -> None:
     res = CliRunner().invoke(main, args)

@@ -216,7 +216,8 @@ def load_dir(path: Path | str, role: str) -> tuple[list[Record], list[LoadProble
     """Every valid record of a results folder and the problems of the malformed ones (UsageError if none)."""
     p = Path(path)
     if not p.is_dir():
-        raise UsageError(f"{role} results folder not found: {p}")
+        raise UsageError(f"{role} results folder {p} is a file, not a folder of records" if p.exists()
+                         else f"{role} results folder not found: {p}")
     good, bad = ResultStore(p).load_all()
     if not good:
         extra = f" ({len(bad)} malformed)" if bad else ""

@@ -198,6 +198,8 @@ def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] =
     report and write it under ``out``."""
     results, out = Path(results), Path(out)
     if not results.is_dir():
+        if results.exists():
+            raise UsageError(f"--results {results} is a file, not a folder of records")
         raise UsageError(f"results folder {results} does not exist (run `compbench run` first or pass --results)")
     store = ResultStore(results)
     records, problems = store.load_all()
