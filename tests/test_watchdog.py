@@ -59,6 +59,28 @@ def test_the_interrupt_works_when_sigint_is_ignored(tmp_path: Path, fake_hooks: 
     assert rec.measurements["timeout"]["elapsed_s"] < 30
 
 
+@pytest.mark.parametrize("phase", ["evaluate", "lookup"])
+def test_evaluation_and_lookup_timing_have_the_same_deadline(tmp_path: Path, fake_hooks: None, phase: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 34 (bounded work everywhere): the limit also bounds each seed's evaluation and the lookup timing."""
+    import test_sweep_fakes as fakes
+    from compbench.bench import lifecycle
+
+    def slow(*args: object, **kwargs: object) -> object:
+        for _ in range(600):  # Python-level steps: the interrupt stops them
+            time.sleep(0.1)
+        raise AssertionError("not stopped")
+
+    if phase == "evaluate":
+        monkeypatch.setattr(fakes.FakeHooks, "evaluate", slow)
+    else:
+        monkeypatch.setattr(lifecycle, "compare_lookup", slow)
+    rec = run_cell(_cfg(max_fit_seconds=0.5), ResultStore(tmp_path), references=False)
+    what = "evaluation" if phase == "evaluate" else "lookup timing"
+    assert rec.status == "timeout" and f"the {what} ran past --max-fit-seconds 0.5 s" in rec.error
+    assert rec.measurements["timeout"]["elapsed_s"] < 30
+
+
 def test_a_fit_within_the_limit_is_untouched(tmp_path: Path, fake_hooks: None) -> None:
     rec = run_cell(_cfg(max_fit_seconds=60), ResultStore(tmp_path), references=False)
     assert rec.status == "ok" and "timeout" not in rec.measurements

@@ -26,7 +26,7 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -214,6 +214,14 @@ def execute(ctx: Any, hooks: Any) -> Record:
         measurements["timeout"] = timeout_facts(limit, elapsed)
         return record("timeout", message)
 
+    def phase_hard_stop(what: str, t0: float) -> Callable[[], None]:
+        def stop() -> None:  # the watchdog thread, before it ends the process
+            rec = timed_out(time.perf_counter() - t0,
+                            f"the {what} ran past --max-fit-seconds {limit:g} s inside a native call; stopped")
+            if ctx.store is not None:
+                ctx.store.write(rec)
+        return stop
+
     with getattr(hooks, "context", _no_context)(ctx):
         for s in seeds:
             seed_everything(s)
@@ -242,9 +250,14 @@ def execute(ctx: Any, hooks: Any) -> Record:
             if budget.stored_bytes is not None and budget.stored_bytes > budget.allowed_bytes:
                 when = " after training" if outcomes else ""
                 return record("over_budget", f"stored {budget.stored_bytes:,} B{when} > allowed {budget.allowed_bytes:,} B")
+            t_eval = time.perf_counter()
             try:
-                with phases.phase("evaluate") as ev:
+                with phases.phase("evaluate") as ev, FitWatchdog(limit, hard_stop=bool(ctx.config.fresh_process),
+                                                                 on_hard_stop=phase_hard_stop("evaluation", t_eval),
+                                                                 what="evaluation"):
                     outcome = hooks.evaluate(ctx, subject, module, config, s)
+            except FitTimeout as exc:
+                return timed_out(time.perf_counter() - t_eval, str(exc))
             except CellFailed as exc:
                 measurements.update(exc.measurements)
                 return record("failed", str(exc))
@@ -268,12 +281,18 @@ def execute(ctx: Any, hooks: Any) -> Record:
     if not math.isfinite(main):  # a non-finite score is never written as a success
         return record("failed", f"the task's {ctx.task.card.metric} is not finite ({main}); nothing is ranked")
     assert first is not None
-    with phases.phase("lookup"):
-        measurements["lookup"] = compare_lookup(first, hooks.dense_module(ctx, subject), num_embeddings=v,
-                                                device=ctx.device, iters=ctx.config.lookup_iters, seed=seeds[0],
-                                                workload=ctx.config.lookup_workload,
-                                                variants=ctx.method.lookup_variants(first),
-                                                **dict(getattr(hooks, "lookup_options", {})))
+    t_lookup = time.perf_counter()
+    try:
+        with phases.phase("lookup"), FitWatchdog(limit, hard_stop=bool(ctx.config.fresh_process),
+                                                 on_hard_stop=phase_hard_stop("lookup timing", t_lookup),
+                                                 what="lookup timing"):
+            measurements["lookup"] = compare_lookup(first, hooks.dense_module(ctx, subject), num_embeddings=v,
+                                                    device=ctx.device, iters=ctx.config.lookup_iters, seed=seeds[0],
+                                                    workload=ctx.config.lookup_workload,
+                                                    variants=ctx.method.lookup_variants(first),
+                                                    **dict(getattr(hooks, "lookup_options", {})))
+    except FitTimeout as exc:
+        return timed_out(time.perf_counter() - t_lookup, str(exc))
     dense_rec: Record | None = None
     if ctx.method.card.name == "dense":
         dense_score: float | None = main

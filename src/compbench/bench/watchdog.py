@@ -16,8 +16,10 @@ A cell's fit (a method's ``compress`` / training, summed over its seeds) gets a 
    line and ends the process with exit code 1. In a shared process (the ``inline`` executor, tests) it never
    kills the process: the cell then stops when the native call returns.
 
-The default limit is :data:`compbench.config.DEFAULT_MAX_FIT_SECONDS` (one hour); ``0`` or ``None`` means no
-limit. A ``timeout`` record counts like ``failed`` in a sweep's exit code; a resumed sweep re-runs it only
+The same limit bounds the two other long phases of a cell, each on its own clock (issue 34: bounded work
+everywhere): the evaluation of each seed and the lookup timing; their ``timeout`` records name the phase ("the
+evaluation ran past ..."). The default limit is :data:`compbench.config.DEFAULT_MAX_FIT_SECONDS` (one hour); ``0``
+or ``None`` means no limit. A ``timeout`` record counts like ``failed`` in a sweep's exit code; a resumed sweep re-runs it only
 when given a larger limit than the one it timed out under (re-running it under the same limit would time out
 again).
 """
@@ -74,8 +76,9 @@ class FitWatchdog:
     """
 
     def __init__(self, seconds: float | None, *, hard_stop: bool = False,
-                 on_hard_stop: Callable[[], None] | None = None, grace: float | None = None):
+                 on_hard_stop: Callable[[], None] | None = None, grace: float | None = None, what: str = "fit"):
         self.seconds = float(seconds) if seconds else None
+        self.what = what  # the phase it guards, for the messages: "fit", "evaluation", "lookup timing"
         self.hard_stop = hard_stop
         self.on_hard_stop = on_hard_stop
         self.grace = grace_seconds() if grace is None else float(grace)
@@ -97,7 +100,7 @@ class FitWatchdog:
             if self.on_hard_stop is not None:
                 self.on_hard_stop()
         finally:
-            print(f"error: the fit ran past --max-fit-seconds {self.seconds:g} s inside a native call; "
+            print(f"error: the {self.what} ran past --max-fit-seconds {self.seconds:g} s inside a native call; "
                   "recorded as timeout and stopped", file=sys.stderr, flush=True)
             os._exit(1)
 
@@ -120,7 +123,7 @@ class FitWatchdog:
 
     def message(self) -> str:
         """The record's error line."""
-        return f"the fit ran past --max-fit-seconds {self.seconds:g} s and was stopped"
+        return f"the {self.what} ran past --max-fit-seconds {self.seconds:g} s and was stopped"
 
 
 def timeout_facts(seconds: float | None, elapsed: float) -> dict[str, Any]:
