@@ -300,3 +300,20 @@ def test_a_token_cache_that_does_not_match_its_checksum_is_rebuilt(tmp_path: Pat
     assert np.array_equal(again, ids) and "checksum mismatch" in capsys.readouterr().err
     same, _ = tokenize_source(task, "test", tok, info, 8, tmp_path)  # rebuilt and recorded: read quietly
     assert np.array_equal(same, ids) and capsys.readouterr().err == ""
+
+
+def test_an_lm_fp32_folder_is_trusted_only_while_its_weights_match(tmp_path: Path) -> None:
+    """The dequantised fp32 cache of an LM is rebuilt when its marker is old or its weights changed."""
+    from compbench.hashing import sha256_file
+    from compbench.models.lm import MARKER, _cached
+
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    marker = {"gguf_sha256": "abc", "gguf": "m.gguf", "files": {"model.safetensors": sha256_file(weights)}}
+    (tmp_path / MARKER).write_text(json.dumps(marker))
+    assert _cached(tmp_path, "abc") and not _cached(tmp_path, "other")
+    weights.write_bytes(b"weightz")
+    assert not _cached(tmp_path, "abc")
+    (tmp_path / MARKER).write_text(json.dumps({"gguf_sha256": "abc", "gguf": "m.gguf"}))  # an older marker
+    assert not _cached(tmp_path, "abc")

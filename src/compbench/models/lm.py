@@ -19,7 +19,8 @@ The GGUF file's sha256 is checked before loading and recorded (``model.file_sha2
 the same value, so a stored dense reference of another file is never used). ``transformers`` dequantises the
 GGUF to fp32 (it needs ``gguf``); that takes 25 to 250 s, so the fp32 model is cached once as a normal Hugging
 Face folder under ``<cache>/compbench/lm/<name>-<sha256[:12]>/`` (``save_pretrained``; safetensors, never
-pickles) with a marker that names the GGUF's sha256; a folder whose marker does not match is rebuilt.
+pickles) with a marker that names the GGUF's sha256 and the sha256 of every weight file written; a folder whose
+marker does not match, or whose weights changed since, is rebuilt.
 """
 
 from __future__ import annotations
@@ -155,11 +156,19 @@ def lm_cache_dir() -> Path:
 
 
 def _cached(dest: Path, sha: str) -> bool:
+    """Whether ``dest`` is the fp32 folder of the GGUF ``sha`` and its weight files still have the sha256 recorded
+    when they were written (a damaged or edited cache is rebuilt, never used)."""
     try:
         marker = json.loads((dest / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker.get("gguf_sha256") == sha and (dest / "config.json").is_file()
+    files = marker.get("files")
+    if marker.get("gguf_sha256") != sha or not (dest / "config.json").is_file() or not isinstance(files, dict):
+        return False
+    try:
+        return bool(files) and all(sha256_file(dest / name) == digest for name, digest in files.items())
+    except OSError:
+        return False
 
 
 def model_folder(spec: LMSpec, *, log: Any = None) -> Path:
@@ -191,7 +200,9 @@ def model_folder(spec: LMSpec, *, log: Any = None) -> Path:
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        (tmp / MARKER).write_text(json.dumps({"gguf_sha256": spec.gguf_sha256, "gguf": path.name}), encoding="utf-8")
+        files = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))}
+        (tmp / MARKER).write_text(json.dumps({"gguf_sha256": spec.gguf_sha256, "gguf": path.name, "files": files}),
+                                  encoding="utf-8")
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
     return dest
