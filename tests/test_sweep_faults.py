@@ -113,8 +113,12 @@ def test_crashing_cells_and_a_cell_killed_mid_write(tmp_path: Path, suite: Path)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_sweep_resumes_exactly_the_missing_cells(tmp_path: Path, suite: Path, sig: signal.Signals) -> None:
     results = tmp_path / "r"
+    # the sweep gets SIGINT's default disposition, as in a terminal, however pytest itself was started (a run
+    # started in the background by a non-interactive shell, `nohup make test &`, inherits SIGINT *ignored*, and
+    # a sweep that inherits that rightly ignores `kill -INT`)
     proc = subprocess.Popen(_cmd(suite, results, "--jobs", "1"), env=_env(COMPBENCH_FAKE_SLEEP="2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(results.rglob("*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
