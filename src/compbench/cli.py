@@ -193,8 +193,6 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     import_plugins(imports)
     check_threads(threads)
     check_seed(seed)
-    if not max_fit_seconds >= 0:
-        raise UsageError(f"--max-fit-seconds must be >= 0 (0: no limit), got {max_fit_seconds}")
     seed_list = None
     if seeds:
         try:

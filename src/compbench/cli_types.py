@@ -12,8 +12,7 @@ from typing import Any
 
 import click
 
-#: the longest fit limit accepted (30 days); ``0`` still means "no limit"
-MAX_SECONDS = 30 * 24 * 3600.0
+from compbench.config import MAX_FIT_SECONDS as MAX_SECONDS
 
 
 class NonEmptyPath(click.Path):
@@ -50,8 +49,6 @@ class Seconds(click.ParamType):
 
 PATH = NonEmptyPath()
 SECONDS = Seconds()
-JOBS = click.IntRange(1, 1024)
 BATCH_SIZE = click.IntRange(1, 1 << 20)
-THREADS = click.IntRange(1, 4096)
 
-__all__ = ["BATCH_SIZE", "JOBS", "MAX_SECONDS", "PATH", "SECONDS", "THREADS", "NonEmptyPath", "Seconds"]
+__all__ = ["BATCH_SIZE", "MAX_SECONDS", "PATH", "SECONDS", "NonEmptyPath", "Seconds"]

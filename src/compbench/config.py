@@ -51,6 +51,7 @@ def cache_dir() -> Path:
 
 
 DEFAULT_MAX_FIT_SECONDS = 3600.0  # one hour: ``compbench run`` / ``sweep --max-fit-seconds`` default
+MAX_FIT_SECONDS = 30 * 24 * 3600.0  # the largest limit a flag or a suite may give (30 days; 0 still means none)
 
 
 @dataclass(frozen=True)

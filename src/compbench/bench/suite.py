@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compbench.config import DEFAULT_MAX_FIT_SECONDS, RunConfig
+from compbench.config import DEFAULT_MAX_FIT_SECONDS, MAX_FIT_SECONDS, RunConfig
 from compbench.errors import UnknownNameError, UsageError, quoted
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -329,9 +329,6 @@ def _split_csv(values: Iterable[str] | str | None, flag: str = "") -> tuple[str,
         raise UsageError(f"{flag or 'an override'} {quoted(','.join(values))!r} names nothing; give comma-separated "
                          "values or leave the flag out")
     return out
-
-
-MAX_FIT_SECONDS = 30 * 24 * 3600.0
 
 
 def _max_fit(value: Any, where: str) -> float | None:
