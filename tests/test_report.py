@@ -286,11 +286,14 @@ def test_html_is_self_contained(files: dict[str, bytes]) -> None:
         text = data.decode()
         assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", text, re.I), name
         assert not re.search(r"<link[^>]+stylesheet", text, re.I), name
-        assert "<script" not in text.lower() and "@import" not in text and "url(" not in text, name
-        for src in re.findall(r"""src\s*=\s*["']([^"']*)""", text):
-            assert src.startswith("data:image/png;base64,"), (name, src[:40])
+        assert "<script" not in text.lower() and "@import" not in text, name
+        # url() only points inside the page (an inline SVG's clip paths), never at a file or a host
+        assert all(u.startswith("#") for u in re.findall(r"url\(([^)]*)\)", text)), name
+        assert not re.findall(r"""\ssrc\s*=""", text), name  # plots are inline SVG: nothing to load
         for href in re.findall(r"""href\s*=\s*["']([^"']*)""", text):
-            assert href == "data:," or (href.endswith(".html") and "://" not in href), (name, href)
+            assert (href == "data:," or href.startswith("#") or (href.endswith(".html") and "://" not in href)), \
+                (name, href)
+        assert "<foreignObject" not in text and not re.search(r"<[^>]*\son[a-z]+\s*=", text, re.I), name  # no handlers
         assert "Content-Security-Policy" in text and "default-src 'none'" in text
 
 
@@ -387,7 +390,8 @@ def test_train_settings_tag_in_the_key_gets_its_own_page() -> None:
     assert "0.8000 ± 0.0100 no interval (n=2)" in files["train/trec/cpu-1t.md"].decode()
     assert "0.4000 ± 0.0200 no interval (n=2)" in files["train/trec+bag+steps20/cpu-1t.md"].decode()
     assert set(render_report([full, smoke], tasks=["train/trec+bag+steps20"])) == {
-        "index.md", "index.html", "train/trec+bag+steps20/cpu-1t.md", "train/trec+bag+steps20/cpu-1t.html",
+        "index.md", "index.html", "summary.md", "train/trec+bag+steps20/cpu-1t.md",
+        "train/trec+bag+steps20/cpu-1t.html",
         "train/trec+bag+steps20/cpu-1t.bytes.png", "train/trec+bag+steps20/cpu-1t.speed.png"}
 
 
@@ -464,3 +468,57 @@ def test_report_progress_sees_every_page_in_order(tmp_path: Path) -> None:
     res = write_report(tmp_path / "r", tmp_path / "out", progress=lambda d, t, p: seen.append((d, t, p)))
     assert [d for d, _, _ in seen] == list(range(res.pages)) and all(t == res.pages for _, t, _ in seen)
     assert all((tmp_path / "out" / f"{p}.html").is_file() for _, _, p in seen)
+
+
+# ----------------------------------------------------------------------------- the README's results block
+
+def test_summary_is_the_headline_of_stsb_top_rows_with_links_under_the_report() -> None:
+    from compbench.leaderboard import render
+
+    recs = synthetic_records() + [make_record(f"extra{i}", 40, 0.3 + 0.01 * i) for i in range(10)]
+    summary = render_report(recs)["summary.md"].decode()
+    assert "*posthoc*: **stsb**" in summary and "sst2" not in summary  # only the summary tasks
+    assert "[page](posthoc/stsb/cpu-1t.md)" in summary and "[index.md](index.md)" in summary
+    table = [line for line in summary.splitlines() if line.startswith("| ") and "method" not in line and "---" not in line]
+    assert len(table) == render.SUMMARY_ROWS  # the top rows only ...
+    assert "… and 6 more method(s)" in summary  # ... and how many are left out (14 ranked variants)
+    block = render.readme_block(summary)
+    assert block.startswith(render.SUMMARY_BEGIN) and block.endswith(render.SUMMARY_END)
+    assert "[page](reports/posthoc/stsb/cpu-1t.md)" in block and "(reports/index.md)" in block
+
+
+def test_report_readme_refreshes_only_the_block(tmp_path: Path) -> None:
+    from compbench.leaderboard import render
+
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    for r in synthetic_records():
+        store.write(r)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# mine\n\nbefore\n\n{render.SUMMARY_BEGIN}\nold stuff\n{render.SUMMARY_END}\n\nafter\n")
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", "--results", str(results), "--out", str(tmp_path / "reports"),
+                               "--readme", str(readme)])
+    assert res.exit_code == 0, res.output
+    assert "results block of" in res.output and "updated" in res.output
+    text = readme.read_text()
+    assert text.startswith("# mine\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old stuff" not in text
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert render.readme_block(summary, "reports/") in text
+    res = runner.invoke(main, ["report", "--results", str(results), "--out", str(tmp_path / "reports"),
+                               "--readme", str(readme)])
+    assert res.exit_code == 0 and "already current" in res.output
+
+
+def test_report_readme_without_a_block_is_refused_before_writing(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    for r in synthetic_records():
+        store.write(r)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block here\n")
+    res = CliRunner().invoke(main, ["report", "--results", str(results), "--out", str(tmp_path / "reports"),
+                                    "--readme", str(readme)])
+    assert res.exit_code == 2 and "has no results block" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "reports").exists() and readme.read_text() == "# no block here\n"

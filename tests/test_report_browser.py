@@ -78,8 +78,9 @@ def launch(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=find_chromium(), headless=True, args=CHROMIUM_ARGS)
 
 
-def screenshot(html: Path, png: Path, width: int = 1280) -> PageWatch:
-    """Open one report page and save a full-page screenshot; returns what the page did."""
+def screenshot(html: Path, png: Path, width: int = 1280, element: str | None = None) -> PageWatch:
+    """Open one report page and save a screenshot of the whole page (or of the first ``element``, a CSS
+    selector); returns what the page did."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -88,7 +89,10 @@ def screenshot(html: Path, png: Path, width: int = 1280) -> PageWatch:
             page = browser.new_page(viewport={"width": width, "height": 900})
             watch = PageWatch(page)
             page.goto(html.resolve().as_uri(), wait_until="load")
-            page.screenshot(path=str(png), full_page=True)
+            if element:
+                page.locator(element).first.screenshot(path=str(png))
+            else:
+                page.screenshot(path=str(png), full_page=True)
         finally:
             browser.close()
     return watch
@@ -133,11 +137,17 @@ def test_report_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
             assert page.locator("table.pivot tbody tr").count() == 7
             pivot = page.locator("table.pivot").inner_text()
             assert "over budget" in pivot and "failed" in pivot and "#1" in pivot
-            imgs = page.locator("figure img")
-            assert imgs.count() == 2
-            for i in range(2):  # decoded, non-trivial plots
-                w = imgs.nth(i).evaluate("img => img.complete ? img.naturalWidth : 0")
-                assert w > 400
+            svgs = page.locator("figure svg")
+            assert svgs.count() == 2 and page.locator("figure img").count() == 0
+            for i in range(2):  # rendered inline, non-trivial, and within the page's width
+                box = svgs.nth(i).bounding_box()
+                assert box is not None and 400 < box["width"] <= 1280, box
+            # the interactive view: every drawn point carries its tooltip; hovering one is a plain SVG hover
+            points = page.locator("figure svg g.pt")
+            assert points.count() >= 6
+            tip = points.first.locator("title").text_content() or ""
+            assert " · " in tip and "x · spearman" in tip, tip
+            points.first.hover(force=True)
             # the escaped option is visible as text, and no script ran
             assert "<script>alert(1)</script>" in page.locator("table.details").inner_text()
             assert page.evaluate("document.scripts.length") == 0
@@ -153,11 +163,11 @@ def test_report_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: screenshot a page
-    if len(sys.argv) != 3:
-        sys.exit("usage: python tests/test_report_browser.py PAGE.html OUT.png")
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python tests/test_report_browser.py PAGE.html OUT.png [CSS-SELECTOR]")
     reason = _skip_reason()
     if reason:
         sys.exit(reason)
-    w = screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
+    w = screenshot(Path(sys.argv[1]), Path(sys.argv[2]), element=sys.argv[3] if len(sys.argv) == 4 else None)
     w.assert_clean()
     print(f"saved {sys.argv[2]}; console, requests and dialogs clean")

@@ -22,21 +22,26 @@ from compbench.cli_types import PATH
 @click.option("--device", "devices", multiple=True,
               help="Only this device ('cpu', 'cuda' or a label like 'cpu-1t'); repeatable.")
 @click.option("--track", "tracks", multiple=True, help="Only this track (posthoc, train, words, store); repeatable.")
+@click.option("--readme", type=PATH, default=None,
+              help="Also refresh this file's results block (between compbench:results markers) from summary.md.")
 @handle_errors
 def report(results: Path | None, out: Path, tasks: tuple[str, ...], devices: tuple[str, ...],
-           tracks: tuple[str, ...]) -> None:
+           tracks: tuple[str, ...], readme: Path | None) -> None:
     """Render reports/index.md|html and one page per track, task and device from the stored records."""
     from compbench.config import leaderboard_results_dir
     from compbench.leaderboard.report import write_report
 
     with _PageProgress(enabled=err_console.is_terminal) as bar:
         res = write_report(results or leaderboard_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks,
-                           progress=bar.update)
+                           progress=bar.update, readme=readme)
     for p in res.problems:
         err_console.print(f"[yellow]skipped malformed record[/] {escape(f'{p.path}: {p.reason}')}", highlight=False, soft_wrap=True)
     removed = f"; removed {len(res.removed)} stale file(s)" if res.removed else ""
     console.print(f"wrote {res.pages} page(s) from {res.records} record(s) to {res.out}/ "
                   f"(index: {res.out / 'index.html'}){removed}", highlight=False, soft_wrap=True)
+    if readme is not None:
+        state = "updated" if readme in res.files else "already current"
+        console.print(f"results block of {readme}: {state}", highlight=False, soft_wrap=True)
 
 
 class _PageProgress:

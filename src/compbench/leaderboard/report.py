@@ -88,7 +88,6 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
     frame = to_frame(records)
     cells = select_cells(aggregate(frame), tasks=tasks, devices=devices, tracks=tracks)
     boards = build_leaderboards(cells, items=items)
-    styles = plots.method_styles([v for b in boards for v in b.methods])
     files: dict[str, bytes] = {}
     n_records = 0
     for i, board in enumerate(boards):
@@ -96,15 +95,14 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
             progress(i, len(boards), board.page)
         n_records += board.versions()["records"]
         name = board.page.rsplit("/", 1)[1]
-        pngs = {"bytes": plots.plot_bytes(board, styles), "speed": plots.plot_speed(board, styles)}
-        png_names = {k: f"{name}.{k}.png" for k, v in pngs.items() if v}
-        for k, v in pngs.items():
-            if v:
-                files[f"{board.page}.{k}.png"] = v
+        figs = {k: v for k, v in (("bytes", plots.plot_bytes(board)), ("speed", plots.plot_speed(board))) if v}
+        png_names = {k: f"{name}.{k}.png" for k in figs}
+        for k, v in figs.items():
+            files[f"{board.page}.{k}.png"] = v.png
         depth = board.page.count("/")
         index = "../" * depth
         files[f"{board.page}.md"] = render.page_markdown(board, png_names, index + "index.md").encode()
-        files[f"{board.page}.html"] = render.page_html(board, pngs, index + "index.html").encode()
+        files[f"{board.page}.html"] = render.page_html(board, {k: v.svg for k, v in figs.items()}, index + "index.html").encode()
     from compbench.leaderboard.model_compare import comparison_rows
     from compbench.leaderboard.model_compare import render_markdown as models_markdown
 
@@ -134,6 +132,7 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
         index_md = index_md.replace("---\n", "Language models (perplexity, KL, top-1; the LM ranking beside the "
                                     "STS-B ranking): [lm/summary.md](lm/summary.md)\n\n---\n", 1)
     files["index.md"] = index_md.encode()
+    files["summary.md"] = render.summary_markdown(overviews, n_records).encode()
     files["index.html"] = render.index_html(overviews, n_records).encode()
     return dict(sorted(files.items()))
 
@@ -192,10 +191,40 @@ def write_files(out: Path, files: dict[str, bytes]) -> tuple[list[Path], list[Pa
     return written, removed
 
 
+def readme_text(readme: Path) -> str:
+    """The text of a README that has exactly one results block (else a one-line usage error)."""
+    if not readme.is_file():
+        raise UsageError(f"--readme {readme} is not a file")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --readme {readme}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if render.replace_readme_block(text, "") is None:
+        raise UsageError(f"--readme {readme} has no results block: add the line {render.SUMMARY_BEGIN} and the "
+                         f"line {render.SUMMARY_END} where it goes")
+    return text
+
+
+def update_readme(readme: Path, summary: str, out: Path) -> bool:
+    """Replace the marked results block of ``readme`` with ``summary`` (links made relative to the README's
+    folder); True when the file changed. A README without exactly one block is a usage error."""
+    text = readme_text(readme)
+    prefix = os.path.relpath(out.resolve(), readme.resolve().parent).replace(os.sep, "/") + "/"
+    new = render.replace_readme_block(text, render.readme_block(summary, "" if prefix == "./" else prefix))
+    if new is None or new == text:
+        return False
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, readme)
+    return True
+
+
 def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] = (), devices: Sequence[str] = (),
-                 tracks: Sequence[str] = (), progress: Callable[[int, int, str], None] | None = None) -> ReportResult:
+                 tracks: Sequence[str] = (), progress: Callable[[int, int, str], None] | None = None,
+                 readme: Path | None = None) -> ReportResult:
     """Load every record under ``results`` (malformed ones are returned as problems and skipped), render the
-    report and write it under ``out``."""
+    report and write it under ``out``; with ``readme``, also refresh that file's results block (the report's
+    ``summary.md``)."""
     results, out = Path(results), Path(out)
     if not results.is_dir():
         if results.exists():
@@ -207,7 +236,11 @@ def write_report(results: Path | str, out: Path | str, *, tasks: Sequence[str] =
     if not records:
         raise UsageError(f"no valid records under {results}" + (f" ({len(problems)} malformed)" if problems else ""))
     files = render_report(records, tasks=tasks, devices=devices, tracks=tracks, items=items, progress=progress)
+    if readme is not None:  # checked before anything is written
+        readme_text(readme)
     written, removed = write_files(out, files)
+    if readme is not None and update_readme(readme, files["summary.md"].decode(), out):
+        written.append(readme)
     pages = sum(1 for f in files if f.endswith(".html") and f != "index.html")
     n = sum(1 for _ in records)
     return ReportResult(out=out, files=written, removed=removed, pages=pages, records=n, problems=problems)

@@ -99,7 +99,7 @@ def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from compbench.leaderboard.plots import RC, _png
+    from compbench.leaderboard.plots import RC, png_bytes
 
     methods = [s["method"] for s in summary]
     if not any(r[key] for r in rows):
@@ -127,7 +127,7 @@ def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="best", ncol=2 if len(methods) > 6 else 1)
         fig.tight_layout()
-        return _png(fig)
+        return png_bytes(fig)
 
 
 def _fmt(x: Any, spec: str) -> str:

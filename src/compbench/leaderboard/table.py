@@ -66,6 +66,31 @@ def rankable(cell: dict[str, Any]) -> bool:
             and not cell.get("system"))
 
 
+#: the budgets the index answers first (issue 35); every other budget is on the task pages and in "all budgets"
+HEADLINE_BUDGETS = ("10x", "40x", "100x")
+#: the headline budget whose rank orders the index's rows and picks the methods a plot draws in colour
+HEADLINE_ORDER = "40x"
+
+
+def headline_key(variant: str, cell: dict[str, Any] | None, higher_is_better: bool) -> tuple[Any, ...]:
+    """Sort key of a variant by its cell at the ordering budget: ranked cells first by rank then score, then the
+    variants without a ranked cell there (by name)."""
+    if cell is None or cell.get("rank") is None:
+        return (1, math.inf, 0.0, variant)
+    return (0, cell["rank"], (-1.0 if higher_is_better else 1.0) * cell["main"], variant)
+
+
+def headline_order(board: Leaderboard) -> tuple[str, ...]:
+    """The page's non-dense variants ordered by their rank at 40x (else the first headline budget the page has,
+    else its loosest budget), then the rest in the page's row order (mean rank over budgets)."""
+    budgets = [b for b in HEADLINE_BUDGETS if b in board.budgets] or list(board.budgets[:1])
+    order = HEADLINE_ORDER if HEADLINE_ORDER in budgets else (budgets[0] if budgets else "")
+    cells = {c["variant"]: c for c in board.rows() if c["budget"] == order and rankable(c)}
+    pos = {v: i for i, v in enumerate(board.methods)}
+    variants = [v for v in board.methods if v != DENSE]
+    return tuple(sorted(variants, key=lambda v: (headline_key(v, cells.get(v), board.higher_is_better)[:3], pos[v])))
+
+
 def _competition_ranks(scores: list[float], higher_is_better: bool) -> list[int]:
     return [1 + sum(better(o, s, higher_is_better) for o in scores) for s in scores]
 
