@@ -92,7 +92,7 @@ IDENTITY_FIELDS = ("track", "model", "width", "backbone", "init", "head", "recip
 
 
 class Record(_Strict):
-    """One benchmark cell's result (see README "Result records" for every field)."""
+    """One benchmark cell's result (see "Result records" in docs/concepts.md for every field)."""
 
     schema_version: int = SCHEMA_VERSION
     key: str
