@@ -20,7 +20,17 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from compbench.cli_types import PATH, SECONDS
 from compbench.errors import CompbenchError, UsageError, first_line, quoted
@@ -239,42 +249,74 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
 
 
 class PhaseDisplay:
-    """What ``run`` is doing, on stderr: each phase as it starts (a spinner with its elapsed time and, for work with
-    a size, its position, e.g. ``evaluate: window 3/64``) and a line when it ends. Off when not a terminal."""
+    """What ``run`` is doing, on stderr: each phase as it starts, with a live elapsed time; for work with a size
+    (sentences encoded, perplexity windows) a bar with done/total and an ETA; and a line when a phase ends (its
+    start offset and duration). Phases may nest (the innermost one gets the ticks). Off when not a terminal."""
 
     def __init__(self, console: Console, enabled: bool = True):
         self.console, self.enabled = console, enabled
-        self.status: Any = None
+        self.live: Any = None
         self.t0 = 0.0
-        self.current = ""
+        self.tasks: list[tuple[str, Any]] = []  # open phases, outermost first: (name, rich task id)
 
     def __enter__(self) -> PhaseDisplay:
         import time
 
         self.t0 = time.perf_counter()
         if self.enabled:
-            self.status = self.console.status("planning")
-            self.status.start()
+            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), _SizedBar(bar_width=28),
+                                 _DoneOfTotal(), TimeElapsedColumn(), _Eta(), console=self.console, transient=True)
+            self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.stop()
+        if self.live is not None:
+            self.live.stop()
 
-    def report(self, event: str, what: str, seconds: float) -> None:
-        """``progress(event, what, seconds)`` (see :class:`compbench.bench.context.CellContext`)."""
+    def report(self, event: str, what: str, seconds: float, done: int | None = None,
+               total: int | None = None) -> None:
+        """``progress(event, what, seconds, done=None, total=None)`` (see
+        :class:`compbench.bench.context.CellContext`)."""
         import time
 
-        if self.status is None:
+        if self.live is None:
             return
         elapsed = time.perf_counter() - self.t0
         if event == "start":
-            self.current = what
-            self.status.update(f"{escape(what)}  [dim](started at {elapsed:.0f} s)[/]")
+            self.tasks.append((what, self.live.add_task(escape(what), total=None)))
         elif event == "tick":
-            self.status.update(f"{escape(what)}  [dim]({elapsed:.0f} s)[/]")
+            if not self.tasks:
+                self.tasks.append((what, self.live.add_task(escape(what), total=None)))
+            _, tid = self.tasks[-1]
+            self.live.update(tid, description=escape(what), total=total, completed=done or 0)
         else:
-            self.console.print(f"[dim]{elapsed:7.1f} s[/]  {escape(what)}: done in {seconds:.1f} s")
+            for i in range(len(self.tasks) - 1, -1, -1):
+                if self.tasks[i][0] == what:
+                    self.live.remove_task(self.tasks.pop(i)[1])
+                    break
+            self.console.print(f"[dim]{elapsed:7.1f} s[/]  {escape(what)}: done in {seconds:.1f} s",
+                               highlight=False)
+
+
+class _SizedBar(BarColumn):
+    """A bar only for work with a known size."""
+
+    def render(self, task: Any) -> Any:
+        return super().render(task) if task.total else Text("")
+
+
+class _DoneOfTotal(ProgressColumn):
+    """``done/total`` for work with a known size."""
+
+    def render(self, task: Any) -> Any:
+        return Text(f"{int(task.completed):,}/{int(task.total):,}") if task.total else Text("")
+
+
+class _Eta(TimeRemainingColumn):
+    """``eta 0:01:02`` for work with a known size."""
+
+    def render(self, task: Any) -> Any:
+        return Text.assemble("eta ", super().render(task)) if task.total else Text("")
 
 
 def with_frequencies(method: str, options: dict[str, Any], frequencies: str | None) -> dict[str, Any]:

@@ -56,8 +56,9 @@ class CellContext:
     identity: CellIdentity
     seeds: tuple[int, ...] = (0,)
     cache: dict[str, Any] = field(default_factory=dict)  # shared heavy objects (encoder) across cells
-    #: a progress display: ``progress(event, what, seconds)`` with event ``start`` / ``end`` (phases) or ``tick``
-    #: (work with a size, e.g. ``evaluate: window 3/64``); None: silent. Never part of a record.
+    #: a progress display: ``progress(event, what, seconds, done=None, total=None)`` with event ``start`` / ``end``
+    #: (phases) or ``tick`` (work with a size: ``done`` of ``total`` units, ``total`` None when unknown); None:
+    #: silent. Never part of a record.
     progress: Any = None
 
     def method_info(self, config: dict[str, Any] | None = None) -> MethodInfo:

@@ -131,7 +131,7 @@ def evaluate_table(lm: Any, windows: torch.Tensor, table: torch.Tensor, head: to
             for k, v in zip(("nll", "kl", "top1", "dense_nll"), (nll, kl, top1, dnll)):
                 cols[k].append(v)
             if progress is not None:
-                progress("tick", f"evaluate: window {i + 1}/{len(windows)}", 0.0)
+                progress("tick", "evaluate: perplexity windows", 0.0, done=i + 1, total=len(windows))
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
 
 

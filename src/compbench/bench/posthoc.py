@@ -56,7 +56,14 @@ class PosthocHooks:
             table = module.materialize().float().to(ctx.device)  # type: ignore[operator]
         pctx = PosthocContext(subject.state["encoder"], table, subject.state["table"].to(ctx.device), seed=seed,
                               batch_size=ctx.config.batch_size)
-        scores = ctx.task.evaluate(pctx)
+        progress = getattr(ctx, "progress", None)
+        if progress is None:
+            scores = ctx.task.evaluate(pctx)
+        else:  # a bar over the sentences encoded (the display only; the scores are the same)
+            total = getattr(ctx.task, "sentences", lambda: None)()
+            with subject.state["encoder"].counting(
+                    lambda n: progress("tick", "evaluate: encoding sentences", 0.0, done=n, total=total)):
+                scores = ctx.task.evaluate(pctx)
         return Outcome(scores=scores, items=getattr(pctx, "items", None))
 
     def dense_module(self, ctx: Any, subject: Subject) -> nn.Module:

@@ -108,7 +108,7 @@ def ensure_reference(ctx: Any, *, imports: tuple[str, ...] = ()) -> Record | Non
     if found is not None:
         return found
     progress = getattr(ctx, "progress", None)
-    what = f"dense reference {ref_ctx.key} (first run only; in a fresh process)"
+    what = f"dense reference {ref_ctx.key} (first run only, own process)"
     if progress is not None:
         progress("start", what, 0.0)
     t0 = time.perf_counter()

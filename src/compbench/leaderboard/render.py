@@ -456,10 +456,10 @@ def summary_markdown(overviews: Sequence[TrackOverview], n_records: int = 0) -> 
     out = [f"Rendered from {n_records} stored record(s). " + HEADLINE_NOTE.replace(
         'Other budgets: the task pages and "all budgets" below.', "Every budget and method: [index.md](index.md).")
            + "\n"]
-    for ov in overviews:
-        for hl in headlines(ov):
-            if hl.task in SUMMARY_TASKS.get(ov.track, ()):
-                out.append(f"*{md(ov.track)}*: " + _headline_md(hl, SUMMARY_ROWS))
+    by_track = {ov.track: ov for ov in overviews}
+    for track, tasks in SUMMARY_TASKS.items():  # in this order: the proxy task first, then the language models
+        hls = {hl.task: hl for hl in headlines(by_track[track])} if track in by_track else {}
+        out.extend(f"*{md(track)}*: " + _headline_md(hls[t], SUMMARY_ROWS) for t in tasks if t in hls)
     return "\n".join(out)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,25 @@ class SentenceEncoder:
             yield self
         finally:
             self._embeddings.word_embeddings = self._dense
+
+    @contextlib.contextmanager
+    def counting(self, report: Callable[[int], None]) -> Iterator[None]:
+        """Call ``report(n)`` after every encoded batch, ``n`` the sentences encoded so far (a progress display;
+        a forward hook on the first module, which every encode path calls once per batch)."""
+        n = 0
+
+        def hook(_module: nn.Module, inputs: Any, _output: Any) -> None:
+            nonlocal n
+            ids = inputs[0].get("input_ids") if inputs and isinstance(inputs[0], Mapping) else None
+            if ids is not None:
+                n += int(ids.shape[0])
+                report(n)
+
+        handle = self.st[0].register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

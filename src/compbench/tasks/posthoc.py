@@ -49,6 +49,11 @@ class PosthocTask(Task):
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sentences(self) -> int | None:
+        """How many sentences :meth:`evaluate` encodes, when known in advance (the progress bar's size; None
+        shows a count without a bar). Never affects a score."""
+        return None
+
 
 def _local_sts_task(test_path: str) -> Any:
     """An mteb STS task (STSBenchmark metadata) whose data comes from a local parquet file."""
@@ -73,6 +78,12 @@ class STSB(PosthocTask):
     card = TaskCard("stsb", 1, "posthoc", "cosine_spearman", True, 0.005, "stsb",
                     "mteb AbsTaskSTS (STSBenchmark metadata) on the shipped STS-B test split, cosine Spearman")
     split: ClassVar[str] = "test"
+
+    def sentences(self) -> int | None:
+        """Both sentences of every pair of the split."""
+        from compbench.datasets import load_split
+
+        return 2 * len(load_split("stsb", self.split))
 
     def data_files(self) -> list[str]:
         return [f"stsb/{self.split}"]
