@@ -134,6 +134,11 @@ def test_report_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
             page.wait_for_load_state("load")
             assert page.url.endswith("/posthoc/stsb/cpu-1t.html")
             assert page.locator("table.pivot").count() == 1 and page.locator("table.details").count() == 1
+            # the task page answers first too: its headline table, with intervals and marks, fits the viewport
+            head = page.locator("table.headline")
+            assert head.count() == 1 and "★" in head.inner_text() and "no interval" in head.inner_text()
+            box = head.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280 and box["y"] < 900, box
             assert page.locator("table.pivot tbody tr").count() == 7
             pivot = page.locator("table.pivot").inner_text()
             assert "over budget" in pivot and "failed" in pivot and "#1" in pivot

@@ -323,6 +323,19 @@ def _md_details(board: Leaderboard) -> str:
     return md_table([DETAIL_HEADERS[i] for i in cols], rows, [DETAIL_ALIGN[i] for i in cols])
 
 
+PAGE_HEADLINE_NOTE = ("The headline budgets first: each method's score with its 95% interval; ★ = best at that "
+                      "budget, ≈ = statistically tied with the best (paired bootstrap on the same test items, 5%). "
+                      "Rows are ordered by the rank at 40x (or the page's first headline budget). Every budget, "
+                      "with ranks, retention and bytes: the method × budget table below.")
+
+
+def _md_headline_section(board: Leaderboard) -> list[str]:
+    hl = board_headline(board)
+    if hl is None:
+        return []
+    return ["## At the headline budgets\n", PAGE_HEADLINE_NOTE + "\n", _headline_md(hl, link=False)]
+
+
 def page_markdown(board: Leaderboard, plots: dict[str, str], index_href: str) -> str:
     """Markdown of one leaderboard page; ``plots`` maps ``bytes``/``speed`` to image file names."""
     v = board.versions()
@@ -332,6 +345,7 @@ def page_markdown(board: Leaderboard, plots: dict[str, str], index_href: str) ->
            f"{'/'.join(str(x) for x in v['task_version'])}, device {md(', '.join(v['device_names']))} with "
            f"{', '.join(str(t) for t in v['threads'])} thread(s).\n",
            *([f"{md(_identity_line(board))}\n"] if board.identity else []),
+           *_md_headline_section(board),
            "## Method × budget\n",
            md_table(["method", *[md(b) for b in board.budgets]],
                     [[md(board.label(m)), *[_md_pivot_cell(board.cell(m, b)) for b in board.budgets]]
@@ -387,23 +401,29 @@ class Headline:
     cells: dict[tuple[str, str], dict[str, Any]]
 
 
+def board_headline(board: Leaderboard, task: str | None = None) -> Headline | None:
+    """One page's headline table: its ok cells at the headline budgets, variants ordered by their rank at 40x
+    (else the first headline budget the page has), ties by the score, then the variants without a cell there;
+    None when the page has no headline budget."""
+    cells = {(c["variant"], c["budget"]): c for c in board.rows()
+             if c["budget"] in HEADLINE_BUDGETS and c["variant"] != "dense" and c["status"] == "ok"}
+    budgets = tuple(b for b in HEADLINE_BUDGETS if any(k[1] == b for k in cells))
+    if not budgets:
+        return None
+    order_budget = HEADLINE_ORDER if HEADLINE_ORDER in budgets else budgets[0]
+    variants = tuple(sorted({k[0] for k in cells},
+                            key=lambda v: headline_key(v, cells.get((v, order_budget)), board.higher_is_better)))
+    return Headline(task=task or board.task, board=board, budgets=budgets, order_budget=order_budget,
+                    variants=variants, cells=cells)
+
+
 def headlines(ov: TrackOverview) -> list[Headline]:
-    """The headline tables of a track: per task, the variants ordered by their rank at 40x (else the first
-    headline budget the task has), ties by the score, then the variants without a cell there."""
+    """The headline tables of a track: per task, :func:`board_headline` of its fullest page (device)."""
     out = []
     for task, boards in ov.pages.items():
-        board = max(boards, key=lambda b: (len(b.cells), b.device))
-        cells = {(c["variant"], c["budget"]): c for c in board.rows()
-                 if c["budget"] in HEADLINE_BUDGETS and c["variant"] != "dense" and c["status"] == "ok"}
-        budgets = tuple(b for b in HEADLINE_BUDGETS if any(k[1] == b for k in cells))
-        if not budgets:
-            continue
-        order_budget = HEADLINE_ORDER if HEADLINE_ORDER in budgets else budgets[0]
-        variants = tuple(sorted({k[0] for k in cells},
-                                key=lambda v, c=cells, o=order_budget, hib=board.higher_is_better:
-                                headline_key(v, c.get((v, o)), hib)))
-        out.append(Headline(task=task, board=board, budgets=budgets, order_budget=order_budget, variants=variants,
-                            cells=cells))
+        hl = board_headline(max(boards, key=lambda b: (len(b.cells), b.device)), task)
+        if hl is not None:
+            out.append(hl)
     return out
 
 
@@ -416,7 +436,7 @@ def _tie_mark(c: dict[str, Any]) -> str:
     return ""
 
 
-def _headline_md(hl: Headline, limit: int | None = None) -> str:
+def _headline_md(hl: Headline, limit: int | None = None, link: bool = True) -> str:
     b = hl.board
     rows = []
     for v in hl.variants[:limit]:
@@ -430,8 +450,8 @@ def _headline_md(hl: Headline, limit: int | None = None) -> str:
             score = f"**{fmt_score(c['main'])}**" if mark else fmt_score(c["main"])
             row.append(f"{score}{' ' + mark if mark else ''} {fmt_interval(c.get('ci_low'), c.get('ci_high'))}")
         rows.append(row)
-    title = (f"**{md(hl.task)}** ({md(b.metric)} {'↑' if b.higher_is_better else '↓'}, {md(b.device)}; "
-             f"[page]({b.page}.md))\n")
+    page = f"; [page]({b.page}.md)" if link else ""
+    title = f"**{md(hl.task)}** ({md(b.metric)} {'↑' if b.higher_is_better else '↓'}, {md(b.device)}{page})\n"
     more = len(hl.variants) - len(rows)
     tail = f"\n… and {more} more method(s) on the [page]({b.page}.md).\n" if more > 0 else ""
     return title + "\n" + md_table(["method", *hl.budgets], rows, ["l", *["r"] * len(hl.budgets)]) + tail
@@ -634,6 +654,9 @@ def page_html(board: Leaderboard, svgs: dict[str, str], index_href: str) -> str:
              f"{h('/'.join(str(x) for x in v['task_version']))}, device {h(', '.join(v['device_names']))} with "
              f"{h(', '.join(str(t) for t in v['threads']))} thread(s).</p>\n",
              *([f"<p class=\"small\">{h(_identity_line(board))}</p>\n"] if board.identity else []),
+             *([f"<h2 id=\"headline\">At the headline budgets</h2>\n<p class=\"small muted\">{h(PAGE_HEADLINE_NOTE)}"
+                f"</p>\n<div class=\"headlines\">{_headline_html(hl, link=False)}</div>\n"]
+               if (hl := board_headline(board)) is not None else []),
              "<h2 id=\"table\">Method × budget</h2>\n",
              html_table(["method", *[h(b) for b in board.budgets]],
                         [[f"<b>{h(board.label(m))}</b>", *[_html_pivot_cell(board.cell(m, b)) for b in board.budgets]]
@@ -672,7 +695,7 @@ def page_html(board: Leaderboard, svgs: dict[str, str], index_href: str) -> str:
     return html_document(f"{board.task} ({board.track}, {board.device}) · compbench leaderboard", "".join(parts))
 
 
-def _headline_html(hl: Headline) -> str:
+def _headline_html(hl: Headline, link: bool = True) -> str:
     b = hl.board
     head = ("<tr><th class=\"l\">method</th>" + "".join(f"<th>{h(bud)}</th>" for bud in hl.budgets) + "</tr>")
     body = []
@@ -691,7 +714,8 @@ def _headline_html(hl: Headline) -> str:
             cells.append(f"<td{cls}><span class=\"score\">{h(fmt_score(c['main']))}</span>{mark_html}"
                          f"<span class=\"sub\">{h(fmt_interval(c.get('ci_low'), c.get('ci_high')))}</span></td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    caption = (f"<a href=\"{h(b.page)}.html\">{h(hl.task)}</a> <span class=\"sub\">{h(b.metric)} "
+    name = f"<a href=\"{h(b.page)}.html\">{h(hl.task)}</a>" if link else h(hl.task)
+    caption = (f"{name} <span class=\"sub\">{h(b.metric)} "
                f"{'↑' if b.higher_is_better else '↓'} · {h(b.device)} · ordered by {h(hl.order_budget)}</span>")
     return (f"<div class=\"hl\"><table class=\"headline\"><caption>{caption}</caption>\n<thead>{head}</thead>\n"
             f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n")
