@@ -27,3 +27,12 @@ def test_the_readme_has_the_use_the_winner_section_with_its_snippet() -> None:
     assert re.search(r"^## Use the winner", README, flags=re.M)
     section = README.split("## Use the winner", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"```python\n(.*?)```", section, flags=re.S), "the snippet test_export_snippet.py runs"
+
+
+def test_the_results_block_is_the_committed_reports_summary() -> None:
+    """The block is ``compbench report --readme README.md``'s copy of reports/summary.md (whose own freshness
+    against the records is checked by tests/test_reports_fresh.py): a hand edit or a forgotten refresh fails."""
+    from compbench.leaderboard.render import readme_block
+
+    summary = (REPO / "reports" / "summary.md").read_text(encoding="utf-8")
+    assert readme_block(summary, "reports/") in README, "run: compbench report --readme README.md"
