@@ -79,3 +79,27 @@ def test_encoder_counts_sentences_per_batch(encoder) -> None:
     assert seen == [4, 8, 10]
     encoder.encode(["after the block"], batch_size=4)  # the hook is gone
     assert seen == [4, 8, 10]
+
+
+def test_training_reports_steps_done_of_planned() -> None:
+    import torch
+    from torch import nn
+
+    from compbench.bench.train import SplitTensors, train_seed
+    from compbench.models.classifier import BackboneConfig, build_classifier
+    from compbench.tasks.train import TrainRecipe
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> SplitTensors:
+        return SplitTensors(ids=torch.randint(1, 50, (n, 6), generator=g), lengths=torch.full((n,), 6),
+                            labels=torch.randint(0, 2, (n,), generator=g))
+
+    data = {"train": split(40), "val": split(10), "test": split(10)}
+    torch.manual_seed(0)
+    model = build_classifier(nn.Embedding(50, 8), 2, BackboneConfig(kind="bag", d_model=8))
+    recipe = TrainRecipe(max_len=6, batch_size=8, epochs=2, max_steps=0, eval_every=5, patience=100)
+    ticks: list[tuple[int, int]] = []
+    train_seed(model, data, recipe, seed=0, device=torch.device("cpu"), eval_batch_size=16,
+               progress=lambda event, what, seconds, done=None, total=None: ticks.append((done, total)))
+    assert ticks == [(5, 10), (10, 10)]  # 2 epochs x 5 steps, a tick at each validation point

@@ -39,7 +39,7 @@ import dataclasses
 import math
 import os
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,9 +251,11 @@ def recipe_space(recipe: TrainRecipe) -> list[dict[str, Any]]:
 
 
 def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRecipe, *, seed: int,
-               device: torch.device, eval_batch_size: int, test: bool = True) -> SeedResult:
+               device: torch.device, eval_batch_size: int, test: bool = True,
+               progress: Callable[..., None] | None = None) -> SeedResult:
     """Train ``model`` with ``recipe`` (early stopping on ``data["val"]``), restore the best state, test it
-    (``test=False``, for tuning: the test split is not read; ``test_accuracy`` is NaN)."""
+    (``test=False``, for tuning: the test split is not read; ``test_accuracy`` is NaN). ``progress`` (a display)
+    gets a ``tick`` with the steps done and planned at every validation point."""
     train = data["train"]
     n = len(train)
     spe = math.ceil(n / recipe.batch_size)
@@ -306,6 +308,9 @@ def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRec
         loss_n = 0
         val_acc, _ = evaluate_accuracy(model, data["val"], eval_batch_size, device)
         history.append({"step": step, "train_loss": last_loss, "val_accuracy": val_acc})
+        if progress is not None:
+            progress("tick", f"fit: training steps (seed {seed}, val acc {val_acc:.3f})", 0.0, done=step,
+                     total=planned)
         if val_acc > best_acc:
             best_acc, best_step, bad = val_acc, step, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -459,7 +464,7 @@ class TrainHooks:
         params = Params(total=pm.total, trainable=pm.trainable, embedding=pe.total, backbone=pm.total - pe.total)
         try:
             r = train_seed(model, data, settings.recipe, seed=seed, device=ctx.device,
-                           eval_batch_size=ctx.config.batch_size)
+                           eval_batch_size=ctx.config.batch_size, progress=getattr(ctx, "progress", None))
         except NonFiniteLoss as exc:
             raise CellFailed(str(exc), {"per_seed": [x.to_dict() for x in self.results]}) from exc
         self.results.append(r)
