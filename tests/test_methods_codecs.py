@@ -358,6 +358,39 @@ def test_tiered_locate_and_counted_map() -> None:
     assert parts["shared"] == 4 * d and parts["plan"] == 2 * 3 * 4
 
 
+@pytest.mark.parametrize("n_ids", [2, 3, 5, 9, 16])
+@pytest.mark.parametrize("v", [1, 63, 64, 65, 200, 1000])
+def test_tiered_locate_is_the_rank_among_same_tier_rows(n_ids: int, v: int) -> None:
+    """The O(1) bit-plane locate (tier = the id's bit in each plane, index = rank-directory entry + popcount of
+    the same-tier rows before it) equals the definition for every tier-id width (1 to 4 bits), for a table that is
+    not a whole number of 64-row blocks, and for ids in any order with repeats; and after load_state_dict."""
+    rng = np.random.default_rng(v * 31 + n_ids)
+    d = 3
+    tier_of = torch.from_numpy(rng.integers(0, n_ids, size=v))
+    sizes = [int((tier_of == t).sum()) for t in range(n_ids - 1)]
+    tiers = [torch.nn.Embedding.from_pretrained(torch.randn(max(n, 1), d)) for n in sizes]
+    mod = TieredEmbedding(tiers, tier_of, torch.randn(d), torch.tensor([[n, 0, 0] for n in sizes]), d, base="pq",
+                          base_options={}, seed=0)
+    ids = torch.from_numpy(rng.integers(0, v, size=3 * v + 5))
+    tier, slot = mod.locate(ids)
+    rank = torch.zeros(v, dtype=torch.long)  # the definition: a row's rank among the rows of its tier
+    for t in range(n_ids):
+        rank[tier_of == t] = torch.arange(int((tier_of == t).sum()))
+    assert torch.equal(tier, tier_of[ids]) and torch.equal(slot, rank[ids])
+    other = TieredEmbedding(tiers, torch.from_numpy(rng.integers(0, n_ids, size=v)), torch.randn(d),
+                            torch.tensor([[n, 0, 0] for n in sizes]), d, base="pq", base_options={}, seed=0)
+    other.load_state_dict(mod.state_dict())  # the derived planes follow the loaded tier ids
+    assert torch.equal(other.locate(ids)[1], slot) and "planes" not in mod.state_dict()
+
+
+def test_popcount64_counts_every_bit_pattern() -> None:
+    from compbench.methods.tiered import popcount64
+
+    x = torch.randint(-(2**63), 2**63 - 1, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.long)
+    x[:4] = torch.tensor([-1, 0, -(2**63), 2**63 - 1])
+    assert popcount64(x).tolist() == [bin(int(i) & (2**64 - 1)).count("1") for i in x]
+
+
 def test_tiered_configure_records_the_corpus() -> None:
     cfg = get_method("tiered").configure(MINILM_V, MINILM_D, _budget("40x"))
     freq = cfg["frequencies"]

@@ -37,6 +37,7 @@ thread, mean row cosine 0.9782 -> 0.9777). OPQ runs ``niter_opq`` = 10 alternati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -89,9 +90,24 @@ def unpack_codes(packed: torch.Tensor, m: int, nbits: int) -> torch.Tensor:
         return unpack(packed, nbits, m).long()
     if nbits > 16:  # pragma: no cover - faiss' PQ codes are at most 16 bits
         raise ValueError(f"nbits={nbits} > 16")
-    # any other width: code i is bits [i*nbits, (i+1)*nbits) of the little-endian bitstring, so it lies in the
-    # 24-bit word of bytes b, b+1, b+2 (b = i*nbits // 8), shifted by i*nbits % 8: three gathers and a shift,
-    # vectorised over every row and code (no per-bit expansion)
+    # code i is bits [i*nbits, (i+1)*nbits) of the little-endian bitstring. The layout repeats every g codes
+    # (g*nbits bits = gb whole bytes): read each group's gb bytes as one int64 word (gb <= 7: reshapes, shifts
+    # and ors, no gather) and cut the g codes out of it with one broadcast shift
+    g = 8 // math.gcd(8, nbits)
+    gb = nbits * g // 8
+    if gb <= 7:
+        groups = -(-m // g)
+        need = groups * gb
+        p = packed[..., :need] if packed.shape[-1] >= need else nn.functional.pad(packed, (0, need - packed.shape[-1]))
+        p = p.reshape(*packed.shape[:-1], groups, gb).long()
+        word = p[..., 0]
+        for k in range(1, gb):  # the group's bytes, little-endian (at most 7: a loop over bytes, not rows)
+            word = word | (p[..., k] << (8 * k))
+        shifts = torch.arange(g, device=packed.device) * nbits
+        codes = (word.unsqueeze(-1) >> shifts) & ((1 << nbits) - 1)
+        return codes.reshape(*packed.shape[:-1], groups * g)[..., :m]
+    # odd widths above 8 (a group would exceed 7 bytes): each code lies in the 24-bit word of bytes b, b+1, b+2
+    # (b = i*nbits // 8), shifted by i*nbits % 8: three gathers and a shift
     pos = torch.arange(m, device=packed.device) * nbits
     byte, shift = pos // 8, (pos % 8).to(torch.int32)
     p = nn.functional.pad(packed, (0, 2)).to(torch.int32)

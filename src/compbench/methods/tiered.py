@@ -155,6 +155,26 @@ def tier_sizes(counts: np.ndarray, masses: tuple[float, ...]) -> list[tuple[floa
     return out
 
 
+def bit_planes(tier_ids: torch.Tensor, id_bits: int) -> torch.Tensor:
+    """The packed tier ids ``[blocks, 64 * id_bits / 8]`` as bit planes ``int64 [blocks, id_bits]`` (bit j of plane
+    b = bit b of row j's tier id): the same bits, transposed, so :meth:`TieredEmbedding.locate` needs no unpack."""
+    ids = unpack_rows(tier_ids, id_bits, BLOCK)  # [blocks, 64]
+    weights = torch.ones(BLOCK, dtype=torch.long, device=ids.device) << torch.arange(BLOCK, device=ids.device)
+    # distinct powers of two: the sum is the bitwise or (bit 63 is int64's sign bit, as intended)
+    return torch.stack([(((ids >> b) & 1) * weights).sum(1) for b in range(id_bits)], 1).contiguous()
+
+
+def popcount64(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of every int64 (the SWAR popcount; the masks clear what an arithmetic shift brings in)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    x = x + (x >> 32)
+    return x & 0x7F
+
+
 def map_bytes(num_embeddings: int, n_tiers: int) -> int:
     """Bytes of the tier map: packed tier ids + the rank directory."""
     bits = max(1, (n_tiers - 1).bit_length())
@@ -188,31 +208,40 @@ class TieredEmbedding(CompressedEmbedding):
             self.register_buffer("shared", shared.float().reshape(-1).contiguous())
         self.register_buffer("plan", plan.to(torch.int32).contiguous())
         self.register_buffer("offsets", torch.arange(BLOCK), persistent=False)
+        self.register_buffer("planes", bit_planes(self.tier_ids, self.id_bits), persistent=False)
 
     def after_load(self) -> None:
-        """Recompute the derived (non-persistent) buffer (an exported module's load)."""
+        """Recompute the derived (non-persistent) buffers (an exported module's load)."""
         self.offsets.copy_(torch.arange(BLOCK, device=self.offsets.device))
+        self.planes = bit_planes(self.tier_ids, self.id_bits)
 
     def locate(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tier id, index in tier) of every id (flat long tensors): the id's block of tier ids is unpacked,
-        and the index is the block's rank-directory entry plus the same-tier rows before the id in the block."""
+        """(tier id, index in tier) of every id (flat long tensors), in O(1) vectorised work per id: the id's
+        tier is its bit in each of the block's bit planes, and its index is the block's rank-directory entry plus
+        the same-tier rows before it in the block (a popcount of the planes' match mask below the id)."""
         flat = ids.reshape(-1).long()
         block, offset = flat // BLOCK, flat % BLOCK
-        neighbours = unpack_rows(self.tier_ids[block], self.id_bits, BLOCK)  # [n, 64]
-        tier = neighbours.gather(1, offset.unsqueeze(1)).squeeze(1)
-        before = (self.offsets < offset.unsqueeze(1)) & (neighbours == tier.unsqueeze(1))
-        slot = self.rank_dir[block].long().gather(1, tier.unsqueeze(1)).squeeze(1) + before.sum(1)
+        planes = self.planes[block]  # [n, id_bits] int64: bit j of plane b = bit b of row j's tier id
+        bits = (planes >> offset.unsqueeze(1)) & 1  # [n, id_bits]: the id's own tier, bit by bit
+        tier = (bits << torch.arange(self.id_bits, device=bits.device)).sum(1)
+        same = planes[:, 0] ^ (bits[:, 0] - 1)  # rows whose bit 0 equals the id's (x ^ 0 = x, x ^ -1 = ~x)
+        for b in range(1, self.id_bits):  # a loop over the (at most 4) bits of a tier id, not over rows
+            same = same & (planes[:, b] ^ (bits[:, b] - 1))
+        below = ~(torch.full_like(offset, -1) << offset)  # bits 0 .. offset-1
+        slot = self.rank_dir.reshape(-1)[block * self.n_ids + tier].long() + popcount64(same & below)
         return tier, slot
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tier, slot = self.locate(ids)
-        out = torch.zeros(tier.shape[0], self.embedding_dim, device=self.tier_ids.device)
+        n = tier.shape[0]
+        # rows of the shared code are right from the start; each coded tier overwrites its rows by index (a loop
+        # over the few tiers; index_copy_ is several times faster than boolean-mask assignment on CPU)
+        out = (self.shared.expand(n, -1).clone() if self.has_shared
+               else torch.zeros(n, self.embedding_dim, device=self.tier_ids.device))
         for t, module in enumerate(self.tiers):
-            sel = tier == t
-            if bool(sel.any()):
-                out[sel] = module(slot[sel]).float()
-        if self.has_shared:
-            out[tier == self.n_coded] = self.shared
+            rows = (tier == t).nonzero().squeeze(1)
+            if rows.numel():
+                out.index_copy_(0, rows, module(slot.index_select(0, rows)).float())
         return out.reshape(*ids.shape, self.embedding_dim)
 
     # -- a state_dict with another plan rebuilds the tier modules first -------------------------------
@@ -229,6 +258,7 @@ class TieredEmbedding(CompressedEmbedding):
                     self._buffers[name] = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self.planes = bit_planes(self.tier_ids, self.id_bits)
 
 
 def _tier_method(base: str, base_options: Mapping[str, Any], nbits: int) -> Method:
