@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from compbench.datasets import load_split, split_path
 from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
@@ -81,8 +82,6 @@ class STSB(PosthocTask):
 
     def sentences(self) -> int | None:
         """Both sentences of every pair of the split."""
-        from compbench.datasets import load_split
-
         return 2 * len(load_split("stsb", self.split))
 
     def data_files(self) -> list[str]:
@@ -93,8 +92,6 @@ class STSB(PosthocTask):
         return STSBValidation()
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.datasets import load_split, split_path
-
         task = _local_sts_task(str(split_path("stsb", self.split)))
         with ctx.encoder.swapped(ctx.table) as enc:
             model = _capturing(enc.mteb_model())
@@ -177,8 +174,6 @@ class _TrainTestClassification(_ClassificationTask):
                                                                              f"{self.dataset}/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.datasets import load_split
-
         train = load_split(self.dataset, "train")
         ytr_all = np.asarray(train["label"])
         if self.split == "validation":
@@ -213,8 +208,6 @@ class _CVClassification(_ClassificationTask):
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
         from sklearn.model_selection import StratifiedKFold
-
-        from compbench.datasets import load_split
 
         data = load_split(self.dataset, "all")
         y_all = np.asarray(data["label"])
@@ -333,8 +326,6 @@ class Fidelity(PosthocTask):
         return ["stsb/test"]
 
     def evaluate(self, ctx: PosthocContext) -> dict[str, float]:
-        from compbench.datasets import load_split
-
         out = table_fidelity(ctx.dense_table, ctx.table)
         row_cos = torch.nn.functional.cosine_similarity(ctx.dense_table.float(), ctx.table.float(), dim=1, eps=1e-12)
         ctx.items = Items("mean", row_cos.double().cpu().numpy())  # the main score is their mean
