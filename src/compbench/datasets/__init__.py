@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compbench.errors import DataError, UnknownNameError, first_line, quoted
+from compbench.hashing import sha256_file
 from compbench.registry import Registry
 
 
@@ -110,8 +111,6 @@ def split_path(name: str, split: str, root: Path | None = None) -> Path:
 
 @lru_cache(maxsize=64)
 def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    from compbench.hashing import sha256_file
-
     return sha256_file(path)
 
 

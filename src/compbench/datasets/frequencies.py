@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from compbench.config import cache_dir
+from compbench.datasets import data_root
+from compbench.errors import DataError
+
 TOKEN_FREQUENCY_FILE = "token-frequency/minilm-wordpiece-counts.parquet"
 
 
@@ -39,9 +43,6 @@ def load_token_frequencies(path: str | None = None) -> TokenFrequencies:
     size is ``max(id) + 1``.
     """
     import pyarrow.parquet as pq  # noqa: PLC0415
-
-    from compbench.datasets import data_root  # noqa: PLC0415
-    from compbench.errors import DataError  # noqa: PLC0415
 
     file = Path(path) if path is not None else data_root() / TOKEN_FREQUENCY_FILE
     try:
@@ -72,8 +73,6 @@ def token_frequencies_for(vocab_size: int) -> TokenFrequencies | None:
     """Token counts for a ``vocab_size``-row vocabulary: the shipped MiniLM counts, else counts that a track wrote
     into ``<cache>/compbench/token-frequency/`` for its own tokenizer (the lm track counts the same calibration
     sources with the LM's tokenizer, :func:`compbench.bench.lm_calibration.ensure_counts`); None when none match."""
-    from compbench.config import cache_dir
-
     shipped = load_token_frequencies()
     if shipped.vocab_size == vocab_size:
         return shipped
