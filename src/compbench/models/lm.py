@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from compbench.config import cache_dir
 from compbench.errors import DataError, UsageError
 from compbench.hashing import file_lock, sha256_file
 
@@ -150,8 +151,6 @@ def verified_gguf(spec: LMSpec) -> Path:
 
 def lm_cache_dir() -> Path:
     """``<cache>/compbench/lm``."""
-    from compbench.config import cache_dir
-
     return cache_dir() / "lm"
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from compbench.config import cache_dir
 from compbench.errors import DataError
 from compbench.hashing import file_lock, sha256_file
 
@@ -145,8 +146,6 @@ def named_model(model: str | None) -> NamedModel | None:
 
 def models_cache_dir() -> Path:
     """``<cache>/compbench/models``: where split-zip models are assembled."""
-    from compbench.config import cache_dir
-
     return cache_dir() / "models"
 
 
@@ -295,7 +294,7 @@ def model_dir(model: str | NamedModel, *, log: Callable[[str], None] | None = No
     if entry is None:
         raise DataError(f"'{model}' is not a named model (known: {', '.join(MODELS)})")
     if entry.source == "package":
-        from compbench.models.encoder import default_model_dir
+        from compbench.models.encoder import default_model_dir  # cycle: compbench.models.encoder
 
         return default_model_dir()
     assert entry.split_zip is not None
