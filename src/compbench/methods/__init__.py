@@ -83,7 +83,7 @@ def get_method(name: str, **options: Any) -> Method:
     """Instantiate the method registered as ``name`` (unknown names suggest the closest); ``A+B`` is the
     composition of a reducer A and a quantizer B (:mod:`compbench.methods.compose`)."""
     if "+" in name:
-        from compbench.methods.compose import composed_method
+        from compbench.methods.compose import composed_method  # cycle: compbench.methods.compose
 
         return composed_method(name, **options)
     return METHODS.get(name)(**options)
@@ -97,7 +97,7 @@ def get_method_class(name: str) -> type[Method]:
 
 
 def _composed_class(name: str) -> type[Method]:
-    from compbench.methods.compose import composed_method
+    from compbench.methods.compose import composed_method  # cycle: compbench.methods.compose
 
     proto = composed_method(name)  # validates both names now
 

@@ -51,7 +51,9 @@ from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.bitstring import unpack_rows
+from compbench.methods.faiss_search import codes_array, copy_into, index_searcher
 from compbench.methods.options import at_least
+from compbench.methods.streaming import encode_blocks, rows_per_block
 
 
 def aq_code_size(m: int, nbits: int) -> int:
@@ -91,8 +93,6 @@ class AdditiveEmbedding(CompressedEmbedding):
         """faiss ``IndexResidualQuantizer`` / ``IndexLocalSearchQuantizer`` on the stored codes and codebooks:
         inner product through per-codebook look-up tables (``ST_LUT_nonorm``: no norm is stored or needed)."""
         import faiss
-
-        from compbench.methods.faiss_search import codes_array, copy_into, index_searcher
 
         cls = faiss.IndexLocalSearchQuantizer if self.quantizer == "lsq" else faiss.IndexResidualQuantizer
         index = cls(self.embedding_dim, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT,
@@ -172,7 +172,6 @@ class _Additive(Method, ABC):
         x = np.ascontiguousarray(table.detach().float().cpu().numpy())
         m, nb = int(config["M"]), int(config["nbits"])
         q = self._train(_sample_rows(x, int(config["train_size"]), seed), config, seed)
-        from compbench.methods.streaming import encode_blocks, rows_per_block
 
         # block by block: the encoders' beam / ICM temporaries grow with the rows encoded at once
         codes = encode_blocks(q.compute_codes, x, int(q.code_size), rows_per_block(m * (1 << nb) * 4 * 8))

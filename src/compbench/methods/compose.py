@@ -40,8 +40,11 @@ import torch
 from torch import nn
 
 from compbench.errors import UnattainableBudgetError, UsageError
+from compbench.methods import get_method
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import OptionRange
+from compbench.methods.pca import PCAEmbedding
+from compbench.methods.svd import LowRankEmbedding
 
 REDUCERS = ("svd", "pca")
 SPLITS = (0.02, 0.05, 0.1, 0.2, 0.3)  # the tuning space's budget splits
@@ -76,9 +79,6 @@ class ComposedEmbedding(CompressedEmbedding):
 
 def reducer_factors(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(coefficients [V, r], basis [r, d], mean [d] or None)`` of a reducer's module (svd or pca)."""
-    from compbench.methods.pca import PCAEmbedding
-    from compbench.methods.svd import LowRankEmbedding
-
     if isinstance(module, PCAEmbedding):
         return module.coeffs.detach().float(), module.axes.detach().float(), module.mean.detach().float()
     if isinstance(module, LowRankEmbedding):
@@ -199,8 +199,6 @@ class ComposedMethod(Method):
 def compose(name_a: str, name_b: str, split: float | None = None, **options: Any) -> ComposedMethod:
     """The method ``A+B``: ``options`` are the composition's own (``split``, ``factor_dtype``) and
     ``a.<key>`` / ``b.<key>`` for the parts (e.g. ``compose("pca", "quant", **{"b.bits": 4})``)."""
-    from compbench.methods import get_method
-
     a_opts = {k[2:]: v for k, v in options.items() if k.startswith("a.")}
     b_opts = {k[2:]: v for k, v in options.items() if k.startswith("b.")}
     own = {k: v for k, v in options.items() if not k.startswith(("a.", "b."))}

@@ -48,9 +48,10 @@ import torch
 from torch import nn
 
 from compbench.errors import UsageError
-from compbench.methods import METHODS
+from compbench.methods import METHODS, streaming
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import at_least, positive
+from compbench.methods.streaming import row_blocks, rows_per_block, top_right_singular_vectors
 
 COS_COEFF = 0.9975 / 5.0  # cos_dist coeff / scaler_div (configs/config.yaml)
 L1_COEFF = 0.0025
@@ -105,8 +106,6 @@ def mean_row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def _model_row_cosine(model: nn.Module, x: torch.Tensor) -> float:
     """Mean cosine between ``model(x)`` and ``x``, block by block: no full ``[V, d]`` reconstruction is held (the
     per-epoch checkpoint selection used to hold one, plus the cosine's normalised copies)."""
-    from compbench.methods.streaming import row_blocks, rows_per_block
-
     v, d = x.shape
     step = rows_per_block(4 * 4 * d)  # the block's output + the cosine's temporaries, fp32
     cos = torch.cat([nn.functional.cosine_similarity(model(x[r]), x[r], dim=1, eps=COS_EPS)
@@ -139,9 +138,7 @@ class _AutoEncoder(nn.Module):
         self.dec = nn.utils.skip_init(nn.Linear, k, d)
         with torch.no_grad():
             if init == "svd":
-                from compbench.methods.streaming import DIRECT_MAX_ELEMENTS, top_right_singular_vectors
-
-                if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS:  # the Gram route (streaming.py)
+                if table.shape[0] * table.shape[1] > streaming.DIRECT_MAX_ELEMENTS:  # the Gram route (streaming.py)
                     comp = top_right_singular_vectors(table, k).to(table.dtype)
                 else:
                     _, _, vh = torch.linalg.svd(table.double(), full_matrices=False)

@@ -34,6 +34,8 @@ from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.mde import MDEmbedding, block_popularity, budget_dims, mde_bytes
 from compbench.methods.options import OptionRange, at_least
+from compbench.methods.streaming import project_rows, top_right_singular_vectors
+from compbench.methods.tiered import is_frequency_mode, row_counts
 from compbench.methods.vldb_common import blocks_by_frequency
 
 FREQUENCIES = ("auto", "corpus", "row-order")
@@ -44,8 +46,6 @@ BLOCKS = (4, 8)
 def layout(num_embeddings: int, blocks: int, frequencies: str = "auto") -> tuple[np.ndarray, np.ndarray,
                                                                                    list[int], dict[str, Any]]:
     """``(block of every id, counts, block sizes, frequency source)`` for a ``V``-row table."""
-    from compbench.methods.tiered import row_counts
-
     counts, source = row_counts(int(num_embeddings), frequencies)
     block_of, sizes = blocks_by_frequency(counts, int(blocks))
     return block_of, counts, sizes, source
@@ -55,7 +55,6 @@ def low_rank_block(rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.
     """``(T [n, width], P [width, d])`` minimising ``||rows - T P||_F`` (``P`` None when ``width >= d``)."""
     if width >= rows.shape[1]:
         return rows.clone(), None
-    from compbench.methods.streaming import project_rows, top_right_singular_vectors
 
     proj = top_right_singular_vectors(rows, width)  # exact SVD, or the Gram route on large blocks (streaming.py)
     return project_rows(rows, proj, out_dtype=torch.float32), proj.float()
@@ -89,8 +88,6 @@ class MDEPosthoc(Method):
         return [{"alpha": a, "blocks": k} for k in BLOCKS for a in ALPHAS]
 
     def _frequencies(self) -> str:
-        from compbench.methods.tiered import is_frequency_mode
-
         mode = str(self.options.get("frequencies", "auto"))
         if not is_frequency_mode(mode):
             raise UsageError(f"option frequencies={mode!r} of method 'mde-posthoc' must be one of "

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from compbench.errors import UsageError
-from compbench.methods import METHODS
+from compbench.methods import METHODS, streaming
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import at_least
+from compbench.methods.streaming import column_mean, largest_entry_signs, project_rows, top_right_singular_vectors
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
@@ -48,15 +49,8 @@ def pca_max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int, dty
 def principal_axes(table: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(coefficients [V, r], axes [r, d], mean [d])`` in float64, exact: the full SVD of the centred table
     up to ``streaming.DIRECT_MAX_ELEMENTS`` entries, the covariance's ``eigh`` (Gram route) beyond."""
-    from compbench.methods.streaming import (
-        DIRECT_MAX_ELEMENTS,
-        column_mean,
-        largest_entry_signs,
-        project_rows,
-        top_right_singular_vectors,
-    )
-
-    if table.shape[0] * table.shape[1] > DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
+    # the threshold is read at call time (tests lower it on the module)
+    if table.shape[0] * table.shape[1] > streaming.DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
         mean = column_mean(table)
         axes = top_right_singular_vectors(table, rank, mean)
         return project_rows(table, axes, mean), axes, mean

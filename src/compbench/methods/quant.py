@@ -27,6 +27,7 @@ from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import at_least
 from compbench.methods.packing import pack, packed_width, unpack
+from compbench.methods.streaming import row_blocks, rows_per_block
 
 QUANT_REFERENCE = "Jacob et al. 2018 (integer quantisation); sentence-transformers embedding quantisation (2024)"
 
@@ -124,8 +125,6 @@ class _IntQuant(_Quant):
         return num_embeddings * packed_width(embedding_dim, self.bits) + num_embeddings * groups * 8
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
-        from compbench.methods.streaming import row_blocks, rows_per_block
-
         v, d = table.shape
         g = int(config["group_size"])
         levels = (1 << self.bits) - 1

@@ -37,6 +37,7 @@ from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, row_bytes, unpack_rows
 from compbench.methods.options import at_least
 from compbench.methods.quant import QUANT_REFERENCE
+from compbench.methods.streaming import row_blocks, rows_per_block
 
 SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
@@ -75,8 +76,6 @@ def quantize(table: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtyp
 
     Rows are encoded block by block (``streaming.rows_per_block``): the float temporaries stay a few MiB
     whatever ``V`` (a 131,072 x 384 table peaked at 7 GiB when encoded at once)."""
-    from compbench.methods.streaming import row_blocks, rows_per_block
-
     v, d = table.shape
     parts = [_quantize_rows(table[s], bits, group, scale_dtype)
              for s in row_blocks(v, rows_per_block(d * (8 * bits + 16)))]

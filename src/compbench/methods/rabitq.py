@@ -57,7 +57,9 @@ from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import unpack_rows
+from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
 from compbench.methods.options import at_least
+from compbench.methods.streaming import encode_blocks, rows_per_block
 
 MAX_BITS = 9
 DECODES = ("faiss", "least-squares")
@@ -159,8 +161,6 @@ class RaBitQEmbedding(CompressedEmbedding):
         ``qb = 0``; for unit-norm rows this ranks as inner product does), behind the seeded rotation."""
         import faiss
 
-        from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
-
         d = self.code_dim
         index = faiss.IndexRaBitQ(d, faiss.METRIC_L2, self.nb_bits)
         copy_into(self.center, index.center)
@@ -237,7 +237,6 @@ class RaBitQ(Method):
         else:
             index = inner
         index.train(x)  # the rotation is already initialised; IndexRaBitQ.train takes the mean of the rows
-        from compbench.methods.streaming import encode_blocks, rows_per_block
 
         # block by block: sa_encode would rotate all rows at once (a second copy of the table)
         codes = encode_blocks(index.sa_encode, x, int(index.sa_code_size()), rows_per_block(4 * (d + dims) * 2))

@@ -29,6 +29,7 @@ import torch
 
 from compbench.methods import METHODS
 from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
+from compbench.methods.faiss_search import copy_into, index_searcher
 
 ST_REFERENCE = ("Aarsen, Xenova, Reimers et al. 2024, 'Embedding Quantization' (sentence-transformers "
                 "quantize_embeddings); Shakir et al. 2024 (binary + scalar int8 retrieval)")
@@ -53,8 +54,6 @@ class STInt8Embedding(CompressedEmbedding):
         ``start + c * step``, this module's decode, with ``c = q + 128``."""
         import faiss
         import numpy as np
-
-        from compbench.methods.faiss_search import copy_into, index_searcher
 
         d = self.embedding_dim
         index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import at_least
@@ -95,8 +96,6 @@ class SVD(Method):
         return [{}, {"dtype": "float16"}]
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        from compbench.errors import UsageError
-
         dtype = str(self.option("dtype", "float32"))
         if dtype not in FACTOR_BYTES:
             raise UsageError(f"option dtype={dtype} of method 'svd' must be one of {', '.join(FACTOR_BYTES)}")

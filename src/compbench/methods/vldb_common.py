@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compbench.datasets.frequencies import load_token_frequencies
 from compbench.methods.base import CompressedEmbedding
 
 # -- training-only tensors ---------------------------------------------------------------------------
@@ -142,8 +143,6 @@ def token_counts(num_embeddings: int) -> np.ndarray:
     The table was counted for MiniLM's 30,522-token WordPiece vocabulary; for another ``V`` the counts of
     ids below ``V`` are used and missing ids count 0 (deterministic, so derivable state stays derivable).
     """
-    from compbench.datasets.frequencies import load_token_frequencies
-
     counts = load_token_frequencies().counts
     out = np.zeros(int(num_embeddings), dtype=np.int64)
     n = min(len(counts), int(num_embeddings))
