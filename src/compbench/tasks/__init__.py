@@ -54,13 +54,13 @@ def get_task(track: str, name: str) -> Task:
         raise UnknownNameError(f"unknown track '{track}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
                                + f" (tracks: {', '.join(TRACKS)})")
     if ":" in name:  # bring-your-own data: sts:PATH, classification:PATH
-        from compbench.tasks.adhoc import make_adhoc_task
+        from compbench.tasks.adhoc import make_adhoc_task  # cycle: compbench.tasks.adhoc
 
         adhoc = make_adhoc_task(track, name)
         if adhoc is not None:
             return adhoc
     if track == "posthoc" and name.startswith("mteb-") and len(name) > 5:  # any mteb task, by its mteb name
-        from compbench.tasks.mteb_tasks import get_mteb_task
+        from compbench.tasks.mteb_tasks import get_mteb_task  # heavy: torch
 
         return get_mteb_task(name)  # type: ignore[return-value]
     key = f"{track}/{name}"

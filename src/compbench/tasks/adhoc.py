@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from compbench.datasets import file_sha256
 from compbench.errors import DataError, UsageError, first_line, quoted
 from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.posthoc import _logreg
+from compbench.tasks.store import pair_cosine_spearman, unique_in_order
 
 KINDS = ("sts", "classification")
 ADHOC_TRACKS = ("posthoc", "store")
@@ -201,8 +204,6 @@ class _AdhocMixin:
     sha256: str
 
     def _init_file(self, path: Path) -> None:
-        from compbench.datasets import file_sha256
-
         self.path = path.resolve()
         self.sha256 = file_sha256(self.path)
 
@@ -234,8 +235,6 @@ class AdhocPosthocSTS(_AdhocMixin, Task):
         self.card = self._card("posthoc", "cosine_spearman", 0.005, _STS_PROTOCOL)  # type: ignore[misc]
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
-        from compbench.tasks.store import pair_cosine_spearman
-
         texts, index = _unique(self.s1 + self.s2)
         with ctx.encoder.swapped(ctx.table) as enc:
             vec = enc.encode(texts, ctx.batch_size)
@@ -277,8 +276,6 @@ class AdhocStoreSTS(_AdhocMixin, Task):
         return _unique(self.s1 + self.s2)[0]
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
-        from compbench.tasks.store import pair_cosine_spearman
-
         _, index = _unique(self.s1 + self.s2)
         out = pair_cosine_spearman(ctx.table, np.array([index[s] for s in self.s1]),
                                    np.array([index[s] for s in self.s2]), self.scores)
@@ -308,14 +305,10 @@ class AdhocStoreClassification(_AdhocMixin, Task):
 
 
 def _unique(texts: list[str]) -> tuple[list[str], dict[str, int]]:
-    from compbench.tasks.store import unique_in_order
-
     return unique_in_order(texts)
 
 
 def _classify(x: np.ndarray, y: np.ndarray, is_test: np.ndarray) -> dict[str, float]:
-    from compbench.tasks.posthoc import _logreg
-
     clf = _logreg(0).fit(x[~is_test], y[~is_test])
     acc = float((clf.predict(x[is_test]) == y[is_test]).mean())
     return {"accuracy": acc, "n_train": float((~is_test).sum()), "n_test": float(is_test.sum()),

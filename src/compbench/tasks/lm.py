@@ -42,6 +42,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from compbench.datasets import data_root, file_sha256, split_path
+from compbench.errors import DataError
 from compbench.tasks.base import Task, TaskCard
 
 CONTEXT = 512
@@ -52,8 +54,6 @@ VALIDATION_SOURCE = ("ag_news", "test", "text")
 
 
 def _data_file(rel: str) -> Path:
-    from compbench.datasets import data_root
-
     return data_root() / rel
 
 
@@ -79,8 +79,6 @@ def make_windows(ids: list[int], prefix: list[int], n_windows: int, context: int
         raise ValueError(f"context {context} leaves no room after a {len(prefix)}-token prefix")
     available = len(ids) // per
     if available < n_windows:
-        from compbench.errors import DataError
-
         raise DataError(f"the text has {len(ids):,} tokens: {available} windows of {per}, {n_windows} needed")
     rows = [prefix + ids[i * per:(i + 1) * per] for i in range(n_windows)]
     return torch.tensor(rows, dtype=torch.int64)
@@ -125,8 +123,6 @@ class WikiText2(LMPerplexity):
         return read_text(TEXT_FILE)
 
     def data_sha256(self) -> dict[str, str]:
-        from compbench.datasets import file_sha256
-
         return {TEXT_FILE: file_sha256(_data_file(TEXT_FILE))}
 
     def validation(self) -> LMPerplexity:
@@ -146,14 +142,10 @@ class AGNewsValidation(LMPerplexity):
     def text(self) -> str:
         import pandas as pd
 
-        from compbench.datasets import split_path
-
         name, split, column = VALIDATION_SOURCE
         return "\n".join(pd.read_parquet(split_path(name, split), columns=[column])[column].astype(str))
 
     def data_sha256(self) -> dict[str, str]:
-        from compbench.datasets import file_sha256, split_path
-
         name, split, _ = VALIDATION_SOURCE
         return {f"{name}/{split}": file_sha256(split_path(name, split))}
 

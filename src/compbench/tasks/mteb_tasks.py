@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from compbench.errors import DataError, UnknownNameError, UsageError, first_line
+from compbench.models.encoder import DEFAULT_MODEL
+from compbench.tasks.base import TaskCard
 
 
 def _mteb_wrapper_base() -> type:
@@ -28,8 +30,6 @@ def _mteb_wrapper_base() -> type:
 
 
 def _meta_name(encoder: Any) -> str:
-    from compbench.models.encoder import DEFAULT_MODEL
-
     name = encoder.info.name
     if name == DEFAULT_MODEL:
         return f"sentence-transformers/{DEFAULT_MODEL}"
@@ -141,8 +141,6 @@ class MtebTask:
     def __init__(self, task: Any):
         import hashlib
         import json
-
-        from compbench.tasks.base import TaskCard
 
         self.mteb_task = task
         md = task.metadata

@@ -30,6 +30,7 @@ from compbench.datasets import load_split, split_path
 from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.train import SPLIT_SEED, stratified_carve
 
 
 @dataclass
@@ -144,8 +145,6 @@ def _logreg(seed: int) -> Any:
 def validation_carve(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(rest, validation)`` positions: the train track's carve (stratified 10% of the split, at most 2,000 items,
     split seed 0; ``tasks/train.py``), so both tracks hold out the same validation items of a task."""
-    from compbench.tasks.train import SPLIT_SEED, stratified_carve
-
     return stratified_carve(np.asarray(labels), VAL_FRACTION, SPLIT_SEED, VAL_MAX)
 
 

@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from compbench.tasks import TASKS
+from compbench.models.encoder import SentenceEncoder
+from compbench.tasks import TASKS, words
 from compbench.tasks.base import Task, TaskCard
 
 #: slope of log singular value against log rank of MiniLM's token table (re-fitted in tests/test_scale.py)
@@ -89,13 +90,9 @@ class ScaleTask(Task):
     def load_table(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The fp32 table and what it is (name, shape, how it was made)."""
         if self.source == "glove":
-            from compbench.tasks.words import load_glove
-
-            glove = load_glove()
+            glove = words.load_glove()  # looked up at call time (tests replace it on the module)
             return glove.vectors.float(), dict(glove.info)
         if self.source in ("minilm", "mpnet"):
-            from compbench.models.encoder import SentenceEncoder
-
             enc = SentenceEncoder(None if self.source == "minilm" else "all-mpnet-base-v2")
             table = enc.token_table.detach().float().cpu().clone()
             return table, enc.info.to_dict()

@@ -30,10 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from compbench.datasets import split_path
 from compbench.errors import DataError
 from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.posthoc import table_fidelity
 
 
 @dataclass
@@ -166,8 +168,6 @@ class _ShippedStoreTask(StoreTask):
     def _frames(self) -> list:  # list[pandas.DataFrame]
         import pandas as pd
 
-        from compbench.datasets import split_path
-
         return [pd.read_parquet(split_path(self.dataset, s)) for s in self.splits]
 
     def corpus(self) -> list[str]:
@@ -193,8 +193,6 @@ class StoreSTSB(_ShippedStoreTask):
     def eval_frame(self) -> Any:  # -> pandas.DataFrame
         """The scored pairs (the test split)."""
         import pandas as pd
-
-        from compbench.datasets import split_path
 
         return pd.read_parquet(split_path(self.dataset, self.eval_split))
 
@@ -263,8 +261,6 @@ class StoreFidelity(_ShippedStoreTask):
                     "overlap of 1000 fixed rows (seed 0)")
 
     def evaluate(self, ctx: StoreContext) -> dict[str, float]:
-        from compbench.tasks.posthoc import table_fidelity
-
         return table_fidelity(ctx.dense_table, ctx.table)
 
 

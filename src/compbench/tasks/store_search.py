@@ -39,7 +39,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from compbench.datasets import split_path
 from compbench.errors import DataError
+from compbench.methods.faiss_search import float_queries, index_searcher
 from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import TaskCard
@@ -63,8 +65,6 @@ STSB_RELEVANT_MIN = 4.0
 
 def _frame(dataset: str, split: str) -> Any:
     import pandas as pd
-
-    from compbench.datasets import split_path
 
     return pd.read_parquet(split_path(dataset, split))
 
@@ -145,8 +145,6 @@ class StoreSearch(StoreTask):
 
     def evaluate(self, ctx: StoreContext) -> dict[str, float]:
         import faiss
-
-        from compbench.methods.faiss_search import float_queries, index_searcher
 
         if ctx.queries is None:
             raise DataError("store/search needs query vectors (the store track encodes them)")

@@ -15,6 +15,7 @@ import torch
 
 from compbench.stats import Items
 from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.posthoc import table_fidelity
 
 
 class TableFidelity(Task):
@@ -30,8 +31,6 @@ class TableFidelity(Task):
     @staticmethod
     def score(task: Any, candidate: torch.Tensor, dense: torch.Tensor, seed: int) -> tuple[dict[str, float], Any]:
         """``(scores, per-row cosine items)`` of ``candidate`` against ``dense``."""
-        from compbench.tasks.posthoc import table_fidelity
-
         scores = table_fidelity(dense, candidate)
         cos = torch.nn.functional.cosine_similarity(dense.float(), candidate.float(), dim=1, eps=1e-12)
         return scores, Items("mean", cos.double().numpy())

