@@ -1,24 +1,26 @@
 """Deterministic Markdown and self-contained HTML for leaderboard pages and the overview.
 
-Small hand-written renderers (no tabulate/jinja2): every number has a fixed format, rows come in a
-fixed order and no timestamp is written, so the same records always give the same bytes.
-
-Safety: every string that comes from a record (method names, options, configs, task names,
-errors, device names, git shas) goes through :func:`h` (HTML) or :func:`md` (Markdown). HTML pages
-load nothing: CSS is inline, plots are inline SVG (a ``<title>`` per point is the hover tooltip), there is no
-JavaScript, and a
-Content-Security-Policy (``default-src 'none'``) makes the browser refuse any fetch or script even if
-something slipped through.
+Markdown is written here (small renderers; :func:`md` escapes every record string). HTML comes from the jinja2
+templates in ``leaderboard/templates`` with autoescaping: the functions here build plain-text views (every number
+formatted, rows in a fixed order, no timestamp) and the templates add the markup, so the same records always
+give the same bytes and no record string can become markup. HTML pages load nothing: CSS is inline
+(``templates/style.css``), plots are inline SVG (a ``<title>`` per point is the hover tooltip; the one markup the
+templates receive), there is no JavaScript, and a Content-Security-Policy (``default-src 'none'``) makes the
+browser refuse any fetch or script even if something slipped through.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import jinja2
+import markupsafe
 
 from compbench.leaderboard.table import (
     HEADLINE_BUDGETS,
@@ -141,8 +143,8 @@ def clip(text: str | None, n: int = 140) -> str:
 
 
 def h(text: Any) -> str:
-    """HTML-escape any value (quotes included)."""
-    return html.escape(str(text), quote=True)
+    """HTML-escape any value (quotes included), exactly as the templates' autoescaping does (markupsafe)."""
+    return str(markupsafe.escape(str(text)))
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
@@ -534,100 +536,6 @@ def index_markdown(overviews: Sequence[TrackOverview], page_ext: str = ".md", n_
 
 # --------------------------------------------------------------------------- HTML
 
-CSS = """
-:root{--fg:#1f2328;--muted:#59636e;--border:#d1d9e0;--alt:#f6f8fa;--accent:#0969da;--bad:#cf222e}
-*{box-sizing:border-box}
-body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI","Noto Sans",Helvetica,Arial,sans-serif;color:var(--fg);
- background:#fff;max-width:1280px;margin:0 auto;padding:24px 28px 40px;line-height:1.5;font-size:15px}
-h1{font-size:1.7em;margin:.2em 0 .4em;padding-bottom:.3em;border-bottom:1px solid var(--border)}
-h2{font-size:1.3em;margin:1.6em 0 .5em;padding-bottom:.2em;border-bottom:1px solid var(--border)}
-a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
-p{margin:.5em 0}.muted{color:var(--muted)}.small{font-size:13px}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:90%;background:var(--alt);
- padding:.1em .35em;border-radius:4px}
-.scroll{overflow-x:auto;margin:10px 0}
-table{border-collapse:collapse;font-size:14px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid var(--border);padding:5px 8px;text-align:right;vertical-align:top;white-space:nowrap}
-th{background:var(--alt);font-weight:600}
-th.l,td.l{text-align:left}
-tbody tr:nth-child(even) td{background:#fbfcfd}
-td.wrap{white-space:normal;min-width:9em;max-width:22em;overflow-wrap:anywhere}
-.score{font-weight:600}.best{background:#dafbe1 !important}
-.sub{display:block;font-size:12px;color:var(--muted);font-weight:400}
-.rank{display:inline-block;min-width:1.7em;padding:0 .4em;margin-left:.3em;border-radius:1em;background:#ddf4ff;
- color:#0550ae;font-size:12px;font-weight:600;text-align:center}
-.rank.r1{background:#ffd33d;color:#3b2300}
-.flag{color:#8250df;margin-left:.25em}
-.st-over_budget{background:#fff1e5 !important;color:#953800}
-.st-failed{background:#ffebe9 !important;color:var(--bad)}
-.st-skipped{color:var(--muted)}
-.missing{color:var(--muted)}
-.tag{display:inline-block;font-size:12px;padding:0 .5em;border-radius:1em;border:1px solid var(--border)}
-figure{margin:14px 0 22px}figure svg{display:block;max-width:100%;height:auto;border:1px solid var(--border);
-border-radius:6px}g.pt{cursor:help}g.pt:hover use,g.pt:hover path{stroke:#000;stroke-width:1.5}
-figcaption{font-size:13px;color:var(--muted)}
-.headlines{display:flex;flex-wrap:wrap;gap:14px 22px;align-items:flex-start;margin:10px 0}
-.hl{flex:0 1 auto;max-width:100%;overflow-x:auto}
-table.headline caption{text-align:left;font-weight:600;padding:2px 0 4px}
-table.headline td{padding:3px 7px}table.headline td .sub{font-size:11px}
-.mark{margin-left:.3em;color:#0550ae;font-weight:700}
-details{margin:10px 0}summary{cursor:pointer;color:var(--accent)}
-footer{margin-top:36px;padding-top:10px;border-top:1px solid var(--border);color:var(--muted);font-size:13px}
-footer dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}footer dt{font-weight:600}
-footer dd{margin:0}
-""".strip()
-
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-def html_document(title: str, body: str) -> str:
-    """A complete self-contained HTML document (``title`` is escaped here, ``body`` must be safe)."""
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            "<link rel=\"icon\" href=\"data:,\">\n"
-            f"<title>{h(title)}</title>\n<style>\n{CSS}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
-
-
-def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str],
-               cls: str = "") -> str:
-    """A table from already-safe HTML cell contents; a cell may be ``(html, extra_class)``."""
-    def cell(tag: str, x: Any, a: str) -> str:
-        content, extra = (x if isinstance(x, tuple) else (x, ""))
-        classes = " ".join(c for c in (a if a == "l" else "", extra) if c)
-        attr = ' class="' + classes + '"' if classes else ""
-        return f"<{tag}{attr}>{content}</{tag}>"
-
-    head = "<tr>" + "".join(cell("th", x, a) for x, a in zip(headers, align, strict=True)) + "</tr>"
-    body = "\n".join("<tr>" + "".join(cell("td", x, a) for x, a in zip(r, align, strict=True)) + "</tr>" for r in rows)
-    attr = ' class="' + cls + '"' if cls else ""
-    return (f"<div class=\"scroll\"><table{attr}>\n<thead>{head}</thead>\n"
-            f"<tbody>\n{body}\n</tbody>\n</table></div>\n")
-
-
-def _html_pivot_cell(c: dict[str, Any] | None) -> Any:
-    if c is None:
-        return (NOT_RUN, "missing")
-    if c["status"] != "ok":
-        label = h(STATUS_TEXT.get(c["status"], c["status"]))
-        tip = f" title=\"{h(clip(c['error'], 300))}\"" if c["error"] else ""
-        sub = f"<span class=\"sub\">{h(fmt_bytes(c['stored_bytes']))} stored</span>" \
-            if c["status"] == "over_budget" and c["stored_bytes"] is not None else ""
-        return (f"<span{tip}>{label}</span>{sub}", f"st-{h(c['status'])}")
-    rank = ""
-    if c["rank"] is not None:
-        r1 = " r1" if c["rank"] == 1 else ""
-        tip = "tied with the best at this budget (paired bootstrap, 5%)" if c.get("tied") else "rank at this budget"
-        rank = f"<span class=\"rank{r1}\" title=\"{tip}\">#{h(rank_text(c))}</span>"
-    flags = flags_text(c)
-    flags_html = f"<span class=\"flag\" title=\"Pareto front\">{flags}</span>" if flags else ""
-    sub = (f"<span class=\"sub\">{h(fmt_interval(c.get('ci_low'), c.get('ci_high')))} · {h(n_text(c))} · "
-           f"ret {h(fmt_pct(c['retention']))} · "
-           f"{h(fmt_bytes(c['stored_bytes']))} ({h(fmt_ratio(c['achieved_ratio']))})</span>")
-    return (f"<span class=\"score\">{h(fmt_mean_std(c['main'], c['main_std']))}</span>{rank}{flags_html}{sub}",
-            "best" if c["rank"] == 1 and c["budget"] else "")
-
-
 PLOT_BYTES_TEXT = ("Quality vs stored bytes (log scale). The 8 methods ranked best at 40x are in colour, in the "
                    "legend's order (the rest grey); dotted verticals mark each budget's allowed bytes; the grey "
                    "staircase and ringed points are the Pareto front; the right panel, when present, zooms on the "
@@ -637,143 +545,149 @@ PLOT_SPEED_TEXT = ("Quality vs lookup throughput relative to the dense table in 
                    "points are each panel's Pareto front.")
 
 
-def _figure(svg: str | None, alt: str, caption: str) -> str:
-    """An inline SVG plot (hover a point for its method, budget, score and interval) with its caption."""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+DETAILS_NOTE = ("Retention = score / dense score on the same task. Stored = bytes of every tensor needed at inference "
+                "(counted by the harness); achieved = dense fp32 bytes / stored bytes. Throughput = lookup throughput "
+                "of the compressed embedding / dense lookup in the same run. Peak RSS = the cell's process peak.")
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The HTML templates (``leaderboard/templates``), autoescaped: every value is escaped unless marked safe."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("compbench.leaderboard", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(not_run=NOT_RUN, csp=markupsafe.Markup(CSP), regenerate=REGENERATE)  # a constant
+    return env
+
+
+def _cell(text: Any, kind: str = "text", cls: str = "", **more: Any) -> dict[str, Any]:
+    """One table cell for the ``table`` macro: plain text (escaped by the template), its kind and extra class."""
+    return {"text": "" if text is None else str(text), "kind": kind, "cls": cls, **more}
+
+
+def _table(headers: Sequence[Any], rows: Sequence[Sequence[dict[str, Any]]], align: Sequence[str]) -> dict[str, Any]:
+    return {"headers": [h if isinstance(h, dict) else _cell(h) for h in headers], "rows": rows, "align": list(align)}
+
+
+def _pivot_cell(c: dict[str, Any] | None) -> dict[str, Any]:
+    """A method x budget cell: its score, rank, Pareto flags and second line (or its status)."""
+    if c is None:
+        return _cell(NOT_RUN, cls="missing")
+    if c["status"] != "ok":
+        sub = (f"{fmt_bytes(c['stored_bytes'])} stored"
+               if c["status"] == "over_budget" and c["stored_bytes"] is not None else "")
+        return _cell("", "pivot", f"st-{c['status']}", status=c["status"], label=STATUS_TEXT.get(c["status"],
+                     c["status"]), tip=clip(c["error"], 300) if c["error"] else "", sub=sub)
+    sub = (f"{fmt_interval(c.get('ci_low'), c.get('ci_high'))} · {n_text(c)} · ret {fmt_pct(c['retention'])} · "
+           f"{fmt_bytes(c['stored_bytes'])} ({fmt_ratio(c['achieved_ratio'])})")
+    return _cell("", "pivot", "best" if c["rank"] == 1 and c["budget"] else "", status="ok",
+                 score=fmt_mean_std(c["main"], c["main_std"]),
+                 rank=rank_text(c) if c["rank"] is not None else "", r1=c["rank"] == 1,
+                 rank_tip=("tied with the best at this budget (paired bootstrap, 5%)" if c.get("tied")
+                           else "rank at this budget"),
+                 flags=flags_text(c), sub=sub)
+
+
+def _figure(svg: str | None, alt: str, caption: str) -> dict[str, Any] | None:
+    """An inline SVG plot (hover a point for its method, budget, score and interval) with its caption. The SVG is
+    the one markup passed to the templates: matplotlib's output, with its tooltips escaped by the plots module."""
     if not svg:
-        return ""
+        return None
     svg = svg.replace("<svg ", f"<svg role=\"img\" aria-label=\"{h(alt)}\" ", 1)
-    return f"<figure>{svg}<figcaption>{h(caption)}</figcaption></figure>\n"
+    return {"svg": markupsafe.Markup(svg), "caption": caption}  # noqa: S704 - trusted: rendered here, see plots.py
 
 
-def page_html(board: Leaderboard, svgs: dict[str, str], index_href: str) -> str:
-    """Self-contained HTML of one leaderboard page (plots inline as SVG with hover tooltips; no script)."""
-    v = board.versions()
-    parts = [f"<p class=\"small\"><a href=\"{h(index_href)}\">← all tasks</a></p>\n",
-             f"<h1>{h(board.task)} <span class=\"muted\">· {h(board.track)} · {h(board.device)}</span></h1>\n",
-             f"<p>Metric <b>{h(board.metric)}</b> ({h(direction(board.higher_is_better))}), task version "
-             f"{h('/'.join(str(x) for x in v['task_version']))}, device {h(', '.join(v['device_names']))} with "
-             f"{h(', '.join(str(t) for t in v['threads']))} thread(s).</p>\n",
-             *([f"<p class=\"small\">{h(_identity_line(board))}</p>\n"] if board.identity else []),
-             *([f"<h2 id=\"headline\">At the headline budgets</h2>\n<p class=\"small muted\">{h(PAGE_HEADLINE_NOTE)}"
-                f"</p>\n<div class=\"headlines\">{_headline_html(hl, link=False)}</div>\n"]
-               if (hl := board_headline(board)) is not None else []),
-             "<h2 id=\"table\">Method × budget</h2>\n",
-             html_table(["method", *[h(b) for b in board.budgets]],
-                        [[f"<b>{h(board.label(m))}</b>", *[_html_pivot_cell(board.cell(m, b)) for b in board.budgets]]
-                         for m in board.methods],
-                        ["l", *["r"] * len(board.budgets)], cls="pivot"),
-             f"<p class=\"small muted\">{h(_legend_text())} Second line: seeds, retention vs dense, stored bytes "
-             f"(achieved ratio).</p>\n",
-             "<h2 id=\"plots\">Pareto plots</h2>\n"]
-    figs = (_figure(svgs.get("bytes"), f"{board.task}: quality vs stored bytes", PLOT_BYTES_TEXT)
-            + _figure(svgs.get("speed"), f"{board.task}: quality vs lookup throughput", PLOT_SPEED_TEXT))
-    parts.append(figs or "<p class=\"muted\">No in-budget results to plot.</p>\n")
-    parts.append("<h2 id=\"details\">Details</h2>\n")
-    parts.append("<p class=\"small muted\">Retention = score / dense score on the same task. Stored = bytes of every "
-                 "tensor needed at inference (counted by the harness); achieved = dense fp32 bytes / stored bytes. "
-                 "Throughput = lookup throughput of the compressed embedding / dense lookup in the same run. "
-                 "Peak RSS = the cell's process peak.</p>\n")
-    cols = _detail_columns(board)
-    rows = []
-    for c in _detail_rows(board):
-        vals: list[Any] = [h(x) for x in _detail_values(board, c)]
-        vals[3] = (vals[3], f"l st-{h(c['status'])}")
-        vals[13] = (f"<code>{vals[13]}</code>" if vals[13] else "", "l wrap")
-        vals[14] = (vals[14], "l wrap")
-        vals[2] = (vals[2], "l wrap")
-        rows.append([vals[i] for i in cols])
-    parts.append(html_table([DETAIL_HEADERS[i] for i in cols], rows, [DETAIL_ALIGN[i] for i in cols], cls="details"))
-    if board.systems:
-        parts.append("<h2 id=\"systems\">Systems (not ranked)</h2>\n")
-        parts.append(f"<p class=\"small muted\">{h(SYSTEMS_TEXT)}</p>\n")
-        parts.append(html_table(list(SYSTEM_HEADERS), [[h(x) for x in _system_values(board, c)]
-                                                       for c in board.system_rows()], list(SYSTEM_ALIGN),
-                                cls="details"))
-    facts = "".join(f"<dt>{h(k)}</dt><dd>{h(val)}</dd>" for k, val in _footer_facts(board))
-    parts.append(f"<footer><dl>{facts}</dl><p>Generated by <code>{h(REGENERATE)}</code> from the stored records."
-                 f"</p></footer>\n")
-    return html_document(f"{board.task} ({board.track}, {board.device}) · compbench leaderboard", "".join(parts))
-
-
-def _headline_html(hl: Headline, link: bool = True) -> str:
+def _headline_view(hl: Headline, link: bool = True) -> dict[str, Any]:
     b = hl.board
-    head = ("<tr><th class=\"l\">method</th>" + "".join(f"<th>{h(bud)}</th>" for bud in hl.budgets) + "</tr>")
-    body = []
+    rows = []
     for v in hl.variants:
-        cells = [f"<td class=\"l\">{h(v)}</td>"]
+        cells: list[dict[str, Any] | None] = []
         for bud in hl.budgets:
             c = hl.cells.get((v, bud))
             if c is None:
-                cells.append(f"<td class=\"missing\">{NOT_RUN}</td>")
+                cells.append(None)
                 continue
             mark = _tie_mark(c)
-            tip = ("best at this budget" if mark == "★" else
-                   "tied with the best at this budget (paired bootstrap, 5%)" if mark else "")
-            mark_html = f"<span class=\"mark\" title=\"{h(tip)}\">{mark}</span>" if mark else ""
-            cls = " class=\"best\"" if mark else ""
-            cells.append(f"<td{cls}><span class=\"score\">{h(fmt_score(c['main']))}</span>{mark_html}"
-                         f"<span class=\"sub\">{h(fmt_interval(c.get('ci_low'), c.get('ci_high')))}</span></td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    name = f"<a href=\"{h(b.page)}.html\">{h(hl.task)}</a>" if link else h(hl.task)
-    caption = (f"{name} <span class=\"sub\">{h(b.metric)} "
-               f"{'↑' if b.higher_is_better else '↓'} · {h(b.device)} · ordered by {h(hl.order_budget)}</span>")
-    return (f"<div class=\"hl\"><table class=\"headline\"><caption>{caption}</caption>\n<thead>{head}</thead>\n"
-            f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n")
+            cells.append({"score": fmt_score(c["main"]), "mark": mark,
+                          "tip": ("best at this budget" if mark == "★" else
+                                  "tied with the best at this budget (paired bootstrap, 5%)" if mark else ""),
+                          "interval": fmt_interval(c.get("ci_low"), c.get("ci_high"))})
+        rows.append({"variant": v, "cells": cells})
+    return {"task": hl.task, "href": f"{b.page}.html" if link else "", "metric": b.metric,
+            "arrow": "↑" if b.higher_is_better else "↓", "device": b.device, "order_budget": hl.order_budget,
+            "budgets": list(hl.budgets), "rows": rows}
+
+
+def _details_table(board: Leaderboard) -> dict[str, Any]:
+    """The details table: one row per cell, the columns the page has (see :func:`_detail_columns`)."""
+    cols = _detail_columns(board)
+    styles = {2: ("text", "wrap"), 13: ("code", "wrap"), 14: ("text", "wrap")}
+    rows = []
+    for c in _detail_rows(board):
+        vals = _detail_values(board, c)
+        row = []
+        for i in cols:
+            kind, cls = styles.get(i, ("text", ""))
+            if i == 3:
+                cls = f"st-{c['status']}"
+            row.append(_cell(vals[i], kind, cls))
+        rows.append(row)
+    return _table([DETAIL_HEADERS[i] for i in cols], rows, [DETAIL_ALIGN[i] for i in cols])
+
+
+def page_html(board: Leaderboard, svgs: dict[str, str], index_href: str) -> str:
+    """Self-contained HTML of one leaderboard page (``templates/page.html``; plots inline as SVG with hover
+    tooltips; no script)."""
+    v = board.versions()
+    hl = board_headline(board)
+    figures = [f for f in (_figure(svgs.get("bytes"), f"{board.task}: quality vs stored bytes", PLOT_BYTES_TEXT),
+                           _figure(svgs.get("speed"), f"{board.task}: quality vs lookup throughput",
+                                   PLOT_SPEED_TEXT)) if f]
+    pivot = _table(["method", *board.budgets],
+                   [[_cell(board.label(m), "bold"), *[_pivot_cell(board.cell(m, b)) for b in board.budgets]]
+                    for m in board.methods],
+                   ["l", *["r"] * len(board.budgets)])
+    systems = (_table(SYSTEM_HEADERS, [[_cell(x) for x in _system_values(board, c)] for c in board.system_rows()],
+                      SYSTEM_ALIGN) if board.systems else None)
+    return _templates().get_template("page.html").render(
+        title=f"{board.task} ({board.track}, {board.device}) · compbench leaderboard", index_href=index_href,
+        task=board.task, track=board.track, device=board.device, metric=board.metric,
+        direction=direction(board.higher_is_better), task_version="/".join(str(x) for x in v["task_version"]),
+        device_names=", ".join(v["device_names"]), threads=", ".join(str(t) for t in v["threads"]),
+        identity=_identity_line(board) if board.identity else "",
+        headline=_headline_view(hl, link=False) if hl is not None else None, headline_note=PAGE_HEADLINE_NOTE,
+        pivot=pivot, legend=_legend_text(), figures=figures, details_note=DETAILS_NOTE,
+        details=_details_table(board), systems=systems, systems_note=SYSTEMS_TEXT, facts=_footer_facts(board))
+
+
+def _overview_view(ov: TrackOverview) -> dict[str, Any]:
+    tasks: list[str] = []
+    for t, _ in ov.columns:
+        if t not in tasks:
+            tasks.append(t)
+    rows = []
+    for m in ov.methods:
+        cells: list[dict[str, Any] | None] = []
+        for t, b in ov.columns:
+            val = ov.best.get((m, t, b))
+            cells.append(None if val is None else {"text": fmt_score(val), "best": val == ov.winners.get((t, b))})
+        rows.append({"method": m, "cells": cells})
+    pages = [[_cell(task), _cell(f"{bd.metric} {'↑' if bd.higher_is_better else '↓'}"), _cell(bd.device),
+              _cell(len(bd.methods)), _cell(len(bd.cells)), _cell(bd.page, "link", href=f"{bd.page}.html")]
+             for task, boards in ov.pages.items() for bd in boards]
+    return {"track": ov.track, "anchor": safe_component(ov.track),
+            "headlines": [_headline_view(hl) for hl in headlines(ov)],
+            "tasks": [{"name": t, "span": sum(1 for t2, _ in ov.columns if t2 == t),
+                       "href": f"{ov.pages[t][0].page}.html", "metric": ov.metrics[t],
+                       "arrow": "↑" if ov.higher_is_better[t] else "↓"} for t in tasks],
+            "budgets": [b for _, b in ov.columns], "rows": rows,
+            "pages": _table(["task", "metric", "device", "methods", "cells", "page"], pages,
+                            ["l", "l", "l", "r", "r", "l"])}
 
 
 def index_html(overviews: Sequence[TrackOverview], n_records: int = 0) -> str:
-    """Self-contained HTML of the overview page."""
-    parts = ["<h1>compbench leaderboard</h1>\n",
-             f"<p>Embedding compression methods at a memory budget, rendered from {n_records} stored record(s). "
-             f"Each task page has the full method × budget table (mean ± std over seeds, retention vs dense, stored "
-             f"bytes, throughput, memory) and Pareto plots. Regenerate with <code>{h(REGENERATE)}</code>.</p>\n"]
-    for ov in overviews:
-        parts.append(f"<h2 id=\"{h(safe_component(ov.track))}\">{h(ov.track)}</h2>\n")
-        hls = headlines(ov)
-        if hls:
-            parts.append(f"<p class=\"small muted\">{h(HEADLINE_NOTE)}</p>\n<div class=\"headlines\">\n"
-                         + "".join(_headline_html(hl) for hl in hls) + "</div>\n")
-            parts.append(f"<details><summary>{h(ov.track)}: all budgets</summary>\n")
-        tasks: list[str] = []
-        for t, _ in ov.columns:
-            if t not in tasks:
-                tasks.append(t)
-        span = {t: sum(1 for t2, _ in ov.columns if t2 == t) for t in tasks}
-        head1 = "<tr><th class=\"l\" rowspan=\"2\">method</th>" + "".join(
-            f"<th colspan=\"{span[t]}\" class=\"l\"><a href=\"{h(ov.pages[t][0].page)}.html\">{h(t)}</a> "
-            f"<span class=\"sub\">{h(ov.metrics[t])} {'↑' if ov.higher_is_better[t] else '↓'}</span></th>"
-            for t in tasks) + "</tr>"
-        head2 = "<tr>" + "".join(f"<th>{h(b)}</th>" for _, b in ov.columns) + "</tr>"
-        body = []
-        for m in ov.methods:
-            cells = [f"<td class=\"l\"><b>{h(m)}</b></td>"]
-            for t, b in ov.columns:
-                v = ov.best.get((m, t, b))
-                if v is None:
-                    cells.append(f"<td class=\"missing\">{NOT_RUN}</td>")
-                else:
-                    text = h(fmt_score(v))
-                    if v == ov.winners.get((t, b)):
-                        cells.append(f"<td class=\"best\"><b>{text}</b></td>")
-                    else:
-                        cells.append(f"<td>{text}</td>")
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append(f"<div class=\"scroll\"><table class=\"overview\">\n<thead>{head1}\n{head2}</thead>\n<tbody>\n"
-                     + "\n".join(body) + "\n</tbody>\n</table></div>\n")
-        parts.append(f"<p class=\"small muted\">Best in-budget main score per task and budget (mean over seeds; best "
-                     f"over option variants and devices); highlighted = best in its column; {NOT_RUN} = no in-budget "
-                     f"result.</p>\n")
-        if hls:
-            parts.append("</details>\n")
-        prow = []
-        for task, boards in ov.pages.items():
-            for bd in boards:
-                prow.append([h(task), f"{h(bd.metric)} {'↑' if bd.higher_is_better else '↓'}", h(bd.device),
-                             str(len(bd.methods)), str(len(bd.cells)),
-                             f"<a href=\"{h(bd.page)}.html\">{h(bd.page)}</a>"])
-        parts.append(html_table(["task", "metric", "device", "methods", "cells", "page"], prow,
-                                ["l", "l", "l", "r", "r", "l"], cls="pages"))
-    facts = "".join(f"<dt>{h(k)}</dt><dd>{h(val)}</dd>" for k, val in _index_facts(overviews))
-    parts.append(f"<footer><dl>{facts}</dl><p>Generated by <code>{h(REGENERATE)}</code> from the stored records; "
-                 f"the same records always give the same bytes.</p></footer>\n")
-    return html_document("compbench leaderboard", "".join(parts))
+    """Self-contained HTML of the overview page (``templates/index.html``)."""
+    return _templates().get_template("index.html").render(
+        title="compbench leaderboard", n_records=n_records, tracks=[_overview_view(ov) for ov in overviews],
+        headline_note=HEADLINE_NOTE, facts=_index_facts(overviews))
