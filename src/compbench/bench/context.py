@@ -20,8 +20,10 @@ from compbench.bench.identity import CellIdentity, resolve_identity
 from compbench.bench.measure import available_cpus, device_name, resolve_device
 from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, TaskInfo
 from compbench.bench.store import ResultStore
+from compbench.bench.train_settings import cell_seeds
 from compbench.bench.validate import check_seed, check_seeds, check_threads
 from compbench.config import RunConfig
+from compbench.datasets import file_sha256, split_path
 from compbench.errors import UsageError
 from compbench.methods import get_method
 from compbench.methods.base import Method
@@ -92,8 +94,6 @@ def seed_everything(seed: int) -> None:
 
 def data_sha256(task: Task) -> dict[str, str]:
     """sha256 of every shipped data file the task reads (tasks with their own files define ``data_sha256()``)."""
-    from compbench.datasets import file_sha256, split_path
-
     own = getattr(task, "data_sha256", None)
     if callable(own):
         return dict(own())
@@ -128,8 +128,6 @@ def prepare(config: RunConfig, store: ResultStore | None = None, cache: dict[str
                                      device_kind=device.type)
     seeds: tuple[int, ...] = (config.seed,)
     if config.track == "train":
-        from compbench.bench.train_settings import cell_seeds
-
         seeds = cell_seeds(config)
     if store is not None:
         store.check_writable()  # before any work: a finished cell must never be lost to an unwritable folder

@@ -30,15 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.context import prepare
+from compbench.bench.identity import bundled_table_shape
+from compbench.bench.memory_guard import check_cell_memory
+from compbench.bench.plan import table_shape
+from compbench.bench.references import REFERENCE_TRACKS, find_reference, reference_config
+from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
 
 
 def known_table_shape(ctx: Any) -> tuple[int, int] | None:
     """``(V, d)`` of the table the prepared cell ``ctx`` compresses, when known without loading a model
     (:func:`compbench.bench.plan.table_shape`; the store track's corpus size comes from its task)."""
-    from compbench.bench.identity import bundled_table_shape
-    from compbench.bench.plan import table_shape
-
     shape = table_shape(ctx.config, ctx.identity)
     if shape is None and ctx.config.track == "store" and ctx.config.model is None:
         bundled = bundled_table_shape()
@@ -88,8 +91,6 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
     Raises the same one-line UsageErrors as the cell would (unknown names, bad options, a malformed,
     oversized or unattainable budget, a missing device) and DataError for a bad user data file.
     """
-    from compbench.bench.context import prepare
-
     ctx = prepare(config)
     shape = known_table_shape(ctx)
     ref = allowed = None
@@ -99,7 +100,6 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
         ref = v * d * 4
         allowed = ctx.budget.resolve(ref)
         method_config = ctx.method.configure(v, d, allowed)
-        from compbench.bench.memory_guard import check_cell_memory
 
         check_cell_memory(config.track, ctx.method, v, d, method_config)  # refuse now, in one line
     return CellPlan(ctx=ctx, shape=shape, reference_bytes=ref, allowed_bytes=allowed, method_config=method_config,
@@ -109,10 +109,6 @@ def plan_cell(config: RunConfig, results: Path | str) -> CellPlan:
 def planned_reference(ctx: Any, results: Path | str) -> dict[str, Any] | None:
     """The dense reference ``run`` plans before the cell: its key, and whether ``results`` holds a current record
     of it (else ``run`` runs it first, in a fresh process). None for ``dense`` itself."""
-    from compbench.bench.context import prepare
-    from compbench.bench.references import REFERENCE_TRACKS, find_reference, reference_config
-    from compbench.bench.store import ResultStore
-
     if ctx.method.card.name == "dense" or ctx.config.track not in REFERENCE_TRACKS:
         return None
     rctx = prepare(reference_config(ctx.config, ctx))

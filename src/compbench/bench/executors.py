@@ -32,8 +32,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV, available_cpus, concurrency_info
+from compbench.bench.outcomes import outcome_record
+from compbench.bench.plugins import import_plugins
 from compbench.bench.record import Record, to_json
 from compbench.bench.store import ResultStore
+from compbench.bench.worker import config_from_dict, execute_cell, quiet_worker
 from compbench.errors import RecordError, UsageError
 
 OnDone = Callable[[Any, Record, float], None]
@@ -82,8 +86,6 @@ class LocalExecutor:
         The count is ``jobs``, or more when ``COMPBENCH_CONCURRENT_CELLS`` is already set higher: a user who runs
         two sweeps side by side on one machine declares it there, so neither sweep records its cells as quiet.
         """
-        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV, concurrency_info
-
         cells = max(self.jobs, concurrency_info()["concurrent_cells"])  # one parser: a bad value is one clear line
         return {**os.environ, EXECUTOR_ENV: "local", CONCURRENT_CELLS_ENV: str(cells)}
 
@@ -152,8 +154,6 @@ class LocalExecutor:
 
     def _collect(self, p: subprocess.Popen[bytes], cell: Any, store: ResultStore, start_ns: int, log: Path,
                  seconds: float) -> Record:
-        from compbench.bench.outcomes import outcome_record
-
         rc = p.returncode
         path = store.path_for(cell.key)
         fresh = path.is_file() and path.stat().st_mtime_ns >= start_ns
@@ -190,15 +190,11 @@ class InlineExecutor:
     """Cells one after another in this process, sharing loaded models (see the module docstring)."""
 
     def __init__(self, *, imports: Sequence[str] = ()):
-        from compbench.bench.plugins import import_plugins
-
         import_plugins(imports)
         self.cache: dict[str, Any] = {}
 
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
         """Run ``cells`` sequentially."""
-        from compbench.bench.worker import execute_cell
-
         for cell in cells:
             if on_start:
                 on_start(cell)
@@ -214,8 +210,6 @@ def _ray_cell(config: dict[str, Any], root: str, imports: list[str], pythonpath:
     for p in reversed(pythonpath):
         if p not in sys.path:
             sys.path.insert(0, p)
-    from compbench.bench.plugins import import_plugins
-    from compbench.bench.worker import config_from_dict, execute_cell, quiet_worker
 
     quiet_worker()
     import_plugins(imports)
@@ -248,10 +242,8 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return
-        from compbench.bench.measure import available_cpus
 
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-        from compbench.bench.measure import CONCURRENT_CELLS_ENV, EXECUTOR_ENV
 
         env = {k: v for k, v in os.environ.items()
                if k.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_", "COMPBENCH_")) or k == "PYTHONPATH"}
@@ -276,8 +268,6 @@ class RayExecutor:
 
     def run(self, cells: Sequence[Any], store: ResultStore, on_done: OnDone, on_start: OnStart | None = None) -> None:
         """Submit every cell as a Ray task; write each record as it arrives."""
-        from compbench.bench.outcomes import outcome_record
-
         ray = self.ray
         self._ensure_init()
         total = ray.cluster_resources()

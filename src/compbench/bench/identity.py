@@ -42,6 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.lm_settings import check_lm_extra, lm_mode, lm_tag
+from compbench.errors import CompbenchError, UsageError
+from compbench.tasks.train import TrainRecipe
+
 #: the bundled encoder (and tokenizer); a cell on it carries no model tag in its key
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: the words track's only table
@@ -131,7 +135,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
     tag = "" if is_default_model(model) or track == "words" else f"+model={model_slug(model)}"
     seeds: tuple[int, ...] | None = None
     if track == "train":
-        from compbench.bench.train_settings import cell_seeds, resolve_settings
+        from compbench.bench.train_settings import cell_seeds, resolve_settings  # heavy: torch
 
         settings = resolve_settings(task, method, config.extra, model)
         card = method.card
@@ -144,8 +148,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
     elif track == "lm":  # the model, its table's width and the mode; a healed cell is its own recipe (frame)
-        from compbench.bench.lm_settings import check_lm_extra, lm_mode, lm_tag
-        from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape
+        from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape  # heavy: torch
 
         extra = dict(config.extra or {})
         check_lm_extra(extra)
@@ -159,13 +162,11 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
                                     [f"windows={extra['max_windows']}"] if extra.get("max_windows") else [])) or "-")
         tag = lm_tag(extra) + ("" if name == DEFAULT_LM else f"+model={name}")
     elif track == "table":  # the user's table: its file names the identity
-        from compbench.datasets.user_table import table_shape as user_shape
+        from compbench.datasets.user_table import table_shape as user_shape  # heavy: torch
 
         extra = dict(config.extra or {})
         unknown = set(extra) - {"tensor"}
         if unknown:
-            from compbench.errors import UsageError
-
             raise UsageError(f"unknown table-track setting(s): {', '.join(sorted(map(str, unknown)))} (tensor)")
         shape = user_shape(str(model), extra.get("tensor")) if model else None
         stem = Path(str(model).rstrip("/")).stem if model else "table"
@@ -207,10 +208,8 @@ def cell_key(track: str, task: str, method: str, budget: str, device_kind: str, 
 @functools.lru_cache(maxsize=1)
 def bundled_table_shape() -> tuple[int, int] | None:
     """``(V, d)`` of the bundled encoder's token table, from its config.json (None when unreadable)."""
-    from compbench.errors import CompbenchError
-
     try:
-        from compbench.models.encoder import default_model_dir
+        from compbench.models.encoder import default_model_dir  # heavy: torch
 
         cfg = json.loads((default_model_dir() / "config.json").read_text(encoding="utf-8"))
         return int(cfg["vocab_size"]), int(cfg["hidden_size"])
@@ -242,7 +241,7 @@ def identity_of_record(doc: dict[str, Any]) -> dict[str, Any]:
         if custom:
             backbone = "custom"
         else:
-            from compbench.models.classifier import BackboneConfig
+            from compbench.models.classifier import BackboneConfig  # heavy: torch
 
             fields = {k: v for k, v in bb.items() if k in BackboneConfig.__dataclass_fields__}
             try:
@@ -256,7 +255,7 @@ def identity_of_record(doc: dict[str, Any]) -> dict[str, Any]:
         ident = CellIdentity(track="train", model=model_slug(tok.get("name")), width=width, backbone=backbone,
                              init=str(model.get("init") or "random"), head=head, recipe=recipe or "task")
         if custom:  # the task's backbone is not used; take the default one of that width for the frame
-            from compbench.models.classifier import BackboneConfig
+            from compbench.models.classifier import BackboneConfig  # heavy: torch
 
             max_len = ((doc.get("measurements") or {}).get("recipe") or {}).get("max_len", 128)
             ident = CellIdentity(**{**ident.to_dict(),
@@ -280,9 +279,8 @@ def identity_of_record(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recipe_tag(overrides: dict[str, Any]) -> str:
-    from compbench.bench.train_settings import TrainSettings
-    from compbench.models.classifier import BackboneConfig
-    from compbench.tasks.train import TrainRecipe
+    from compbench.bench.train_settings import TrainSettings  # heavy: torch
+    from compbench.models.classifier import BackboneConfig  # heavy: torch
 
     recipe = TrainRecipe(max_len=128, batch_size=1, epochs=1, max_steps=0, eval_every=1, patience=1)
     return TrainSettings(recipe=recipe, backbone=BackboneConfig(), overrides=dict(overrides)).recipe_tag

@@ -37,10 +37,13 @@ from compbench import stats
 from compbench.bench import measure
 from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.budget import reference_bytes
+from compbench.bench.context import prepare, seed_everything
 from compbench.bench.measure import compare_lookup
 from compbench.bench.memory_guard import check_cell_memory
 from compbench.bench.provenance import collect
 from compbench.bench.record import Metrics, Params, Record
+from compbench.bench.references import find_reference, reference_config
+from compbench.bench.tuning import tune
 from compbench.bench.watchdog import FitTimeout, FitWatchdog, timeout_facts
 from compbench.datasets.validate import check_table
 from compbench.errors import CompbenchError
@@ -126,9 +129,6 @@ def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str,
     head, or another initialisation than the dense reference of its frame): a system's retention is not
     computed, since it is not the same comparison.
     """
-    from compbench.bench.context import prepare
-    from compbench.bench.references import find_reference, reference_config
-
     if ctx.method.card.name == "dense" or ctx.store is None:
         return None, None, None
     try:
@@ -149,8 +149,6 @@ def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str,
 
 def execute(ctx: Any, hooks: Any) -> Record:
     """Run the planned cell ``ctx`` (a :class:`~compbench.bench.runner.CellContext`) with a track's hooks."""
-    from compbench.bench.context import seed_everything
-
     phases = measure.MemoryPhases(ctx.device, on_phase=getattr(ctx, "progress", None))
     with phases.phase("load"):
         subject = hooks.load(ctx)
@@ -163,8 +161,6 @@ def execute(ctx: Any, hooks: Any) -> Record:
     config = ctx.method.configure(v, d, budget.allowed_bytes)  # raises UnattainableBudgetError
     tuning: dict[str, Any] | None = None
     if ctx.config.tune:  # choose the options on validation data; the test split is read once, below
-        from compbench.bench.tuning import tune
-
         own = getattr(hooks, "tune_recipe", None)  # a track that tunes its own recipe (train: lr, patience)
         with phases.phase("tune"):
             if own is not None:

@@ -21,21 +21,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from compbench.config import cache_dir
+from compbench.datasets import data_root, file_sha256, split_path
+from compbench.datasets.frequencies import TOKEN_FREQUENCY_FILE
+from compbench.tasks.lm import make_windows, tokenizer_prefix
+
 HEAL_SOURCE = ("imdb", "train", "text")
 
 
 def _sources() -> list[dict[str, Any]]:
-    from compbench.datasets import data_root
-    from compbench.datasets.frequencies import TOKEN_FREQUENCY_FILE
-
     meta = json.loads((data_root() / TOKEN_FREQUENCY_FILE).with_suffix(".json").read_text(encoding="utf-8"))
     return list(meta["sources"])
 
 
 def counts_path(lm: Any) -> Path:
     """Where the LM's calibration counts live."""
-    from compbench.config import cache_dir
-
     rev = str(lm.info.get("revision") or "norev")[:12]
     return cache_dir() / "token-frequency" / f"{lm.info['name']}-{rev}-counts.parquet"
 
@@ -45,8 +45,6 @@ def ensure_counts(lm: Any) -> Path:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from compbench.datasets import file_sha256, split_path
 
     path = counts_path(lm)
     side = path.with_suffix(".json")
@@ -91,9 +89,6 @@ def ensure_counts(lm: Any) -> Path:
 def calibration_windows(lm: Any, n_windows: int, context: int) -> torch.Tensor:
     """``[n_windows, context]`` windows of the healing text (IMDB train) for the LM's tokenizer."""
     import pandas as pd
-
-    from compbench.datasets import split_path
-    from compbench.tasks.lm import make_windows, tokenizer_prefix
 
     name, split, column = HEAL_SOURCE
     texts = pd.read_parquet(split_path(name, split), columns=[column])[column].astype(str).tolist()

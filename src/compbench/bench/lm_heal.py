@@ -28,6 +28,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from compbench.bench.lm_calibration import calibration_windows
+from compbench.models.lm import decoder_body, log_probs, softcap
+
 HEAL_CONTEXT = 256
 HEAL_WINDOWS = 64
 HEAL_LR = 1e-3
@@ -46,9 +49,6 @@ def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def heal(ctx: Any, subject: Any, module: nn.Module, steps: int, seed: int) -> dict[str, Any]:
     """Heal ``module`` in place for ``steps`` steps; returns the facts recorded in the cell."""
-    from compbench.bench.lm_calibration import calibration_windows
-    from compbench.models.lm import decoder_body, log_probs, softcap
-
     st = subject.state
     lm, dense_table, mode = st["lm"], st["table"].to(ctx.device), st["mode"]
     body, cap, scale = decoder_body(lm.model), softcap(lm.model), lm.embed_scale

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from compbench.errors import UsageError
+
 LM_MODES = ("input", "tied")
 
 
@@ -17,8 +19,6 @@ def lm_mode(config: Any) -> str:
 
 def check_lm_extra(extra: dict[str, Any]) -> None:
     """Validate the lm track's settings (``lm_mode``, ``heal``)."""
-    from compbench.errors import UsageError
-
     mode = extra.get("lm_mode", "input")
     if mode not in LM_MODES:
         raise UsageError(f"--lm-mode must be one of {', '.join(LM_MODES)}, got {str(mode)[:40]!r}")

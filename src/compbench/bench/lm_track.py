@@ -40,8 +40,12 @@ from torch import nn
 
 from compbench.bench.accounting import stored_bytes
 from compbench.bench.lifecycle import CellFailed, Outcome, Subject
+from compbench.bench.lm_calibration import ensure_counts
+from compbench.bench.lm_heal import heal
 from compbench.bench.lm_settings import lm_mode
-from compbench.models.lm import hidden_states, log_probs, softcap
+from compbench.datasets.frequencies import load_token_frequencies
+from compbench.hashing import sha256_file
+from compbench.models.lm import hidden_states, lm_cache_dir, load_lm, log_probs, softcap
 from compbench.stats import Items
 
 POSITION_CHUNK = 128  #: positions per log-softmax block (bounds memory on a 262,144-token vocabulary)
@@ -49,8 +53,6 @@ POSITION_CHUNK = 128  #: positions per log-softmax block (bounds memory on a 262
 
 def get_lm(ctx: Any) -> Any:
     """The cell's language model (cached in ``ctx.cache`` across the cells of one process)."""
-    from compbench.models.lm import load_lm
-
     key = f"lm:{ctx.config.model}:{ctx.device}"
     if key not in ctx.cache:
         ctx.cache[key] = load_lm(ctx.config.model, device=str(ctx.device))
@@ -76,8 +78,6 @@ def window_scores(h: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, de
 
 def dense_cache_path(lm: Any, windows_sha: str) -> Path:
     """Where the dense hidden states of (model, windows) are cached."""
-    from compbench.models.lm import lm_cache_dir
-
     rev = str(lm.info.get("revision") or "norev")[:12]
     return lm_cache_dir() / f"dense-{lm.info['name']}-{rev}-{windows_sha[:12]}.safetensors"
 
@@ -85,8 +85,6 @@ def dense_cache_path(lm: Any, windows_sha: str) -> Path:
 def dense_hidden(lm: Any, windows: torch.Tensor, windows_sha: str, *, log: Any = None) -> torch.Tensor:
     """The dense model's final hidden states ``[n, L, d]`` on ``windows`` (cached; see the module docstring)."""
     from safetensors.torch import load_file, save_file
-
-    from compbench.hashing import sha256_file
 
     path = dense_cache_path(lm, windows_sha)
     side = path.with_suffix(".json")
@@ -158,8 +156,6 @@ class LMHooks:
         t0 = time.perf_counter()
         lm = get_lm(ctx)
         load_s = time.perf_counter() - t0
-        from compbench.bench.lm_calibration import ensure_counts
-        from compbench.datasets.frequencies import load_token_frequencies
 
         # the LM tokenizer's calibration counts, for tiered / mde-posthoc / the lookup workload (a model with
         # MiniLM's 30,522-token vocabulary, e.g. the tests' tiny LM built on that tokenizer, uses the shipped counts)
@@ -189,8 +185,6 @@ class LMHooks:
         module = ctx.method.compress(subject.state["table"].to(ctx.device), config, seed=seed).eval()
         steps = int((ctx.config.extra or {}).get("heal") or 0)
         if steps > 0 and ctx.method.card.name != "dense":
-            from compbench.bench.lm_heal import heal
-
             subject.state["heal"] = heal(ctx, subject, module, steps, seed)  # recorded by evaluate
         return module
 

@@ -172,8 +172,6 @@ def lookup_ids(num_embeddings: int, *, batch: int = 64, seq: int = 128, seed: in
         frequency_sorted: the table's rows are sorted by decreasing frequency (GloVe): the Zipf law's
             rank r is id r - 1 instead of a seeded random permutation (``zipf-law`` only).
     """
-    from compbench.errors import UsageError  # noqa: PLC0415
-
     if workload not in WORKLOADS:
         raise UsageError(f"unknown lookup workload '{workload}' (valid: {', '.join(WORKLOADS)})")
     if num_embeddings < 1 or batch < 1 or seq < 1:
@@ -442,8 +440,6 @@ class MemoryPhases:
         if rec is None:
             rec = self.phases[name] = PhaseMemory(name)
         if any(a.record is rec for a in self._active):
-            from compbench.errors import UsageError  # noqa: PLC0415
-
             raise UsageError(f"memory phase '{name}' is already open")
         self._fold()
         ok = reset_rss_peak()

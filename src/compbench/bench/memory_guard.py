@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.context import TRACK_MODE
 from compbench.errors import MemoryRefusal, UsageError
 
 ENV = "COMPBENCH_MEMORY_BYTES"
@@ -110,8 +111,6 @@ def check_cell_memory(track: str, method: Any, num_embeddings: int, embedding_di
                       config: Mapping[str, Any]) -> dict[str, Any] | None:
     """:func:`check_memory` for a cell of ``track``: only tracks that compress a table (posthoc mode) are checked;
     None for the others (the train track builds its embedding, it does not compress one)."""
-    from compbench.bench.context import TRACK_MODE
-
     if TRACK_MODE.get(track) != "posthoc":
         return None
     return check_memory(method, num_embeddings, embedding_dim, config)

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.runner import run_cell
+from compbench.bench.store import ResultStore
+from compbench.config import RunConfig
 from compbench.tasks.mteb_tasks import LOCAL_TASKS, check_data, resolve_tasks
 
 
@@ -41,10 +44,6 @@ def run_mteb(method: str, budget: str, tasks: Sequence[Any], *, model: str | Non
     ``fresh_process: false``. ``mteb_cache`` is accepted for compatibility and not used: every cell evaluates.
     """
     from dataclasses import replace
-
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
-    from compbench.config import RunConfig
 
     task_objs = resolve_tasks(tasks)
     check_data(task_objs)  # fail fast, before loading or compressing anything

@@ -6,11 +6,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from compbench.bench.budget import Budget
 from compbench.bench.identity import cell_key
+from compbench.bench.measure import available_cpus, device_name
 from compbench.bench.plan import _device_kind, fingerprint, resolve_cell
-from compbench.bench.record import Record
+from compbench.bench.provenance import collect, run_command
+from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, Record, TaskInfo
 from compbench.config import RunConfig
 from compbench.errors import CompbenchError
+from compbench.methods import get_method_class
+from compbench.tasks import DEFAULT_TASKS, get_task
 
 
 def outcome_record(config: RunConfig, status: str, error: str, *, key: str | None = None,
@@ -19,13 +24,6 @@ def outcome_record(config: RunConfig, status: str, error: str, *, key: str | Non
     """A ``skipped`` or ``failed`` record for a cell that produced no result (the reason in ``error``).
 
     ``reference_bytes`` is 0 when the cell never reached the table (unknown)."""
-    from compbench.bench.budget import Budget
-    from compbench.bench.measure import available_cpus, device_name
-    from compbench.bench.provenance import collect
-    from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, TaskInfo
-    from compbench.methods import get_method_class
-    from compbench.tasks import DEFAULT_TASKS, get_task
-
     task_name = config.task or DEFAULT_TASKS.get(config.track, "")
     mc = get_method_class(config.method).card
     task = get_task(config.track, task_name)
@@ -38,7 +36,6 @@ def outcome_record(config: RunConfig, status: str, error: str, *, key: str | Non
         dname = device_name(torch.device(config.device if kind == "cuda" and config.device != "auto" else kind))
     except Exception:  # noqa: BLE001 - no such device here: keep what the user asked for
         dname = config.device
-    from compbench.bench.provenance import run_command
 
     ref = int(reference_bytes or 0)
     provenance = collect(command=" ".join(run_command(config)))

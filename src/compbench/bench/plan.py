@@ -11,13 +11,32 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from compbench.bench.identity import bundled_table_shape
+from compbench.bench.budget import Budget
+from compbench.bench.context import TRACK_MODE, TRACK_RUNNERS, prepare
+from compbench.bench.identity import bundled_table_shape, resolve_identity
+from compbench.bench.measure import available_cpus, resolve_device
+from compbench.bench.memory_guard import check_cell_memory
 from compbench.bench.record import Record
-from compbench.bench.references import REFERENCE_TRACKS
+from compbench.bench.references import REFERENCE_TRACKS, find_reference
+from compbench.bench.references import reference_config as ref_config
 from compbench.bench.store import ResultStore, newer_schema_at
+from compbench.bench.suite import expand
+from compbench.bench.train_settings import resolve_settings
 from compbench.bench.validate import check_seed, check_seeds, check_threads
 from compbench.config import RunConfig
-from compbench.errors import CompbenchError, NewerRecordError, RecordError, UsageError
+from compbench.datasets.user_table import table_shape as user_table_shape
+from compbench.errors import (
+    CompbenchError,
+    DataError,
+    MemoryRefusal,
+    NewerRecordError,
+    RecordError,
+    UnattainableBudgetError,
+    UsageError,
+)
+from compbench.methods import get_method
+from compbench.models.lm import table_shape as lm_table_shape
+from compbench.tasks import DEFAULT_TASKS, get_task
 
 OVERWRITE_POLICIES = ("never", "only-missing", "always")
 #: the fields of a RunConfig that change a result but are not part of the cell key
@@ -71,12 +90,6 @@ def resolve_cell(config: RunConfig) -> Cell:
     """Validate names and compute the key; a cell that cannot run here (unsupported track, no such device,
     track not available, a budget the method cannot meet on a table of known shape) gets ``skip_reason``
     instead of raising. Bad names/options/budgets raise UsageError."""
-    from compbench.bench.budget import Budget
-    from compbench.bench.context import TRACK_MODE, TRACK_RUNNERS
-    from compbench.bench.measure import available_cpus, resolve_device
-    from compbench.methods import get_method
-    from compbench.tasks import DEFAULT_TASKS, get_task
-
     task_name = config.task or DEFAULT_TASKS.get(config.track, "")
     task = get_task(config.track, task_name)
     method = get_method(config.method, **config.options)
@@ -88,7 +101,6 @@ def resolve_cell(config: RunConfig) -> Cell:
     if config.device not in ("cpu", "auto") and not config.device.startswith("cuda"):
         resolve_device(config.device)  # raises the standard unknown-device message
     config = replace(config, task=task_name, threads=threads)
-    from compbench.bench.identity import resolve_identity
 
     identity, key = resolve_identity(config, method, task, budget=str(budget), threads=threads,
                                      device_kind=_device_kind(config.device))
@@ -111,9 +123,6 @@ def resolve_cell(config: RunConfig) -> Cell:
         else:
             shape = table_shape(config, identity)
             if shape is not None:  # an unattainable budget is known without loading the model
-                from compbench.bench.memory_guard import check_cell_memory
-                from compbench.errors import MemoryRefusal, UnattainableBudgetError
-
                 try:
                     mconfig = method.configure(shape[0], shape[1], budget.resolve(shape[0] * shape[1] * 4))
                     check_cell_memory(config.track, method, shape[0], shape[1], mconfig)
@@ -136,22 +145,14 @@ def table_shape(config: RunConfig, identity: Any = None) -> tuple[int, int] | No
     if config.track == "words":
         return GLOVE_SHAPE if config.model in (None, "glove-6B-50d") else None
     if config.track == "table":
-        from compbench.datasets.user_table import table_shape as user_table_shape
-
         shape = user_table_shape(str(config.model), (config.extra or {}).get("tensor")) if config.model else None
         if shape is not None and min(shape) < 2:  # before any budget arithmetic on a degenerate table
-            from compbench.errors import DataError
-
             raise DataError(f"--table {Path(str(config.model)).name}: an embedding table needs at least 2 rows and 2 "
                             f"columns, got {shape[0]} x {shape[1]}")
         return shape
     if config.track == "lm":
-        from compbench.models.lm import table_shape as lm_table_shape
-
         return lm_table_shape(config.model)
     if config.track == "scale":
-        from compbench.tasks import DEFAULT_TASKS, get_task
-
         return tuple(get_task("scale", config.task or DEFAULT_TASKS["scale"]).shape)  # type: ignore[attr-defined,return-value]
     if config.model is not None:
         return None
@@ -165,8 +166,6 @@ def table_shape(config: RunConfig, identity: Any = None) -> tuple[int, int] | No
 
 def reference_config(config: RunConfig, cell: Any = None) -> RunConfig:
     """The dense reference cell of a cell (:func:`compbench.bench.references.reference_config`)."""
-    from compbench.bench.references import reference_config as ref_config
-
     return ref_config(config, cell)
 
 
@@ -228,9 +227,6 @@ def same_train_settings(config: RunConfig, recorded_extra: Any) -> bool:
     """
     if config.track != "train" or not isinstance(recorded_extra, (dict, type(None))):
         return False
-    from compbench.bench.train_settings import resolve_settings
-    from compbench.methods import get_method
-    from compbench.tasks import get_task
 
     try:
         task: Any = get_task("train", config.task or "")
@@ -295,9 +291,6 @@ def seed_records_covering(cell: Cell, store: ResultStore) -> list[str] | None:
 
 def _covering_reference(cell: Cell, store: ResultStore) -> str | None:
     """Key of a current dense train record whose seeds include a reference cell's seeds, if any."""
-    from compbench.bench.context import prepare
-    from compbench.bench.references import find_reference
-
     try:
         found = find_reference(store, prepare(cell.config))
     except CompbenchError:
@@ -367,8 +360,6 @@ def prepare_sweep(suite: Any, store: ResultStore, overwrite: str = "only-missing
                   references: bool = True) -> list[Cell]:
     """Expand, resolve and plan a suite's cells (with their dense references first, unless ``references`` is
     False) against the store."""
-    from compbench.bench.suite import expand
-
     return plan(resolve_cells(expand(suite), references=references), store, overwrite)
 
 

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from compbench.bench.context import data_sha256
 from compbench.bench.lifecycle import Outcome, Subject
+from compbench.models.encoder import SentenceEncoder
+from compbench.tasks.posthoc import PosthocContext
 
 
 def get_encoder(ctx: Any) -> Any:
     """The sentence encoder for this cell (cached in ``ctx.cache`` across cells of one process)."""
-    from compbench.models.encoder import SentenceEncoder
-
     key = f"encoder:{ctx.config.model}:{ctx.device}"
     if key not in ctx.cache:
         ctx.cache[key] = SentenceEncoder(ctx.config.model, device=str(ctx.device))
@@ -35,8 +36,6 @@ class PosthocHooks:
 
     def load(self, ctx: Any) -> Subject:
         """The encoder's token table (the encoder is cached across cells of one process)."""
-        from compbench.bench.context import data_sha256
-
         encoder = get_encoder(ctx)
         table = encoder.token_table
         v, d = table.shape
@@ -50,8 +49,6 @@ class PosthocHooks:
 
     def evaluate(self, ctx: Any, subject: Subject, module: nn.Module, config: dict[str, Any], seed: int) -> Outcome:
         """The materialised table plugged into the frozen encoder, evaluated by the task."""
-        from compbench.tasks.posthoc import PosthocContext
-
         with torch.inference_mode():
             table = module.materialize().float().to(ctx.device)  # type: ignore[operator]
         pctx = PosthocContext(subject.state["encoder"], table, subject.state["table"].to(ctx.device), seed=seed,

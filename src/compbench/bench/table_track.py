@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compbench.bench.context import data_sha256
 from compbench.bench.lifecycle import Outcome, Subject
+from compbench.datasets.user_table import load_user_table
 
 
 class TableHooks(ABC):
@@ -38,8 +40,6 @@ class TableHooks(ABC):
                 measurements: dict[str, Any] | None = None) -> Subject:
         """A Subject for the fp32 ``table [n, d]`` (its fp32 size is the reference bytes); ``evaluate`` is what
         :meth:`evaluate` calls (None for tracks that override :meth:`evaluate`)."""
-        from compbench.bench.context import data_sha256
-
         table = table.float()
         v, d = table.shape
         return Subject(num_embeddings=v, dim=d, model=dict(model), data_sha256=data_sha256(ctx.task),
@@ -68,7 +68,5 @@ class UserTableHooks(TableHooks):
 
     def load(self, ctx: Any) -> Subject:
         """Read and validate the user's table."""
-        from compbench.datasets.user_table import load_user_table
-
         table, info = load_user_table(str(ctx.config.model), (ctx.config.extra or {}).get("tensor"))
         return self.subject(ctx, table, info, evaluate=ctx.task.score)

@@ -48,9 +48,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from compbench.bench import tuning
 from compbench.bench.accounting import count_params
-from compbench.bench.lifecycle import Outcome, Subject
+from compbench.bench.context import data_sha256, seed_everything
+from compbench.bench.lifecycle import CellFailed, Outcome, Subject
 from compbench.bench.measure import Stopwatch, gpu_peak, reset_gpu_peak, rss_hwm_bytes
+from compbench.bench.posthoc import get_encoder
 from compbench.bench.record import Params
 from compbench.bench.train_settings import (  # noqa: F401 - re-exported: the settings live there
     DEFAULT_D_MODEL,
@@ -338,8 +341,6 @@ def train_seed(model: nn.Module, data: dict[str, SplitTensors], recipe: TrainRec
 
 
 def _init_table(ctx: Any, v: int, d: int) -> torch.Tensor:
-    from compbench.bench.posthoc import get_encoder
-
     table = get_encoder(ctx).token_table
     if tuple(table.shape) != (v, d):
         raise DataError(f"the pretrained token table is {tuple(table.shape)} but the tokenizer/backbone need ({v}, {d})")
@@ -364,8 +365,6 @@ class TrainHooks:
 
     def load(self, ctx: Any) -> Subject:
         """Resolve the recipe and backbone, tokenise the splits, load the pretrained table when the method needs it."""
-        from compbench.bench.context import data_sha256
-
         task: TrainTask = ctx.task
         settings = resolve_settings(task, ctx.method, ctx.config.extra, ctx.config.model)
         recipe, bcfg = settings.recipe, settings.backbone
@@ -392,9 +391,6 @@ class TrainHooks:
         earlier candidate); the cell's seeds then train and test with it. Tuning stops after ``COST_CAP`` x the
         first candidate's time, like posthoc tuning. Returns the facts recorded as ``measurements.tuning``."""
         import time
-
-        from compbench.bench.context import seed_everything
-        from compbench.bench.tuning import COST_CAP
 
         settings: TrainSettings = subject.state["settings"]
         base = settings.recipe
@@ -423,7 +419,7 @@ class TrainHooks:
             rows.append(row)
             spent = time.perf_counter() - t_start
             if cap is None:
-                cap = COST_CAP * (time.perf_counter() - t0)
+                cap = tuning.COST_CAP * (time.perf_counter() - t0)  # read at call time: tests change it on the module
             elif spent > cap and i < len(space) - 1:
                 stopped = True
                 break
@@ -449,8 +445,6 @@ class TrainHooks:
 
     def evaluate(self, ctx: Any, subject: Subject, module: nn.Module, config: dict[str, Any], seed: int) -> Outcome:
         """Train the classifier around ``module`` (early stopping on validation) and test the best state."""
-        from compbench.bench.lifecycle import CellFailed
-
         settings: TrainSettings = subject.state["settings"]
         data = subject.state["data"]
         model = ctx.method.custom_classifier(module, ctx.task.num_classes(), config, seed=seed)

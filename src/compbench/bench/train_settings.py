@@ -13,6 +13,7 @@ from typing import Any
 
 from compbench.errors import DataError, UsageError
 from compbench.models.classifier import BackboneConfig
+from compbench.models.registry import named_model
 from compbench.tasks.train import TrainRecipe, TrainTask
 
 DEFAULT_D_MODEL = BackboneConfig().d_model
@@ -77,8 +78,6 @@ def _cast(name: str, value: Any, default: Any) -> Any:
 
 def pretrained_dim(model: str | None) -> int:
     """Hidden width of the pretrained encoder whose token table initialises ``train_init="pretrained"`` methods."""
-    from compbench.models.registry import named_model
-
     entry = named_model(model)
     if entry is not None:  # a named model's width is part of its registry entry (tested against its config.json)
         return entry.dim

@@ -25,7 +25,9 @@ from dataclasses import replace
 from typing import Any
 
 from compbench.bench.accounting import stored_bytes
+from compbench.bench.context import data_sha256
 from compbench.errors import UnattainableBudgetError, UsageError
+from compbench.methods import get_method
 
 MAX_CANDIDATES = 12
 COST_CAP = 10.0
@@ -33,9 +35,6 @@ COST_CAP = 10.0
 
 def tune(ctx: Any, hooks: Any, subject: Any, allowed_bytes: int, seed: int) -> tuple[Any, dict[str, Any]]:
     """Tune ``ctx.method`` for ``allowed_bytes`` on the validation split; returns (the chosen method, the facts)."""
-    from compbench.bench.context import data_sha256
-    from compbench.methods import get_method
-
     space_fn = getattr(ctx.method, "tuning_space", None)
     if space_fn is None:
         raise UsageError(f"method '{ctx.method.card.name}' declares no tuning space (run it with --tune off)")

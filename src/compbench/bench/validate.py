@@ -21,7 +21,7 @@ MAX_SEED = 2**31 - 1
 
 def available_cpus() -> int:
     """Cores this process may run on (``compbench.bench.measure.available_cpus``)."""
-    from compbench.bench.measure import available_cpus as cpus
+    from compbench.bench.measure import available_cpus as cpus  # heavy: torch
 
     return cpus()
 

@@ -12,6 +12,8 @@ from typing import Any
 from compbench.bench.lifecycle import Subject
 from compbench.bench.table_track import TableHooks
 from compbench.errors import UsageError
+from compbench.tasks import words as word_tasks
+from compbench.tasks.words import WordsContext
 
 
 class WordsHooks(TableHooks):
@@ -22,11 +24,9 @@ class WordsHooks(TableHooks):
 
     def load(self, ctx: Any) -> Subject:
         """Load GloVe 6B 50d (the only table of this track)."""
-        from compbench.tasks.words import WordsContext, load_glove
-
         if ctx.config.model not in (None, "glove-6B-50d"):
             raise UsageError(f"the words track has one table, glove-6B-50d; --model {ctx.config.model!r} is not supported")
-        glove = load_glove()
+        glove = word_tasks.load_glove()  # looked up at call time (tests replace it on the module)
         words = glove.words
 
         def evaluate(task: Any, table: Any, dense: Any, seed: int) -> tuple[dict[str, float], Any]:

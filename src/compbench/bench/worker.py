@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compbench.bench.plugins import import_plugins
 from compbench.bench.provenance import run_command  # noqa: F401 - re-exported
 from compbench.bench.record import Record
 from compbench.bench.store import ResultStore
@@ -94,9 +95,9 @@ def execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str,
 
 def _execute_cell(config: RunConfig, root: Path | str | None, *, cache: dict[str, Any] | None,
                   write: bool) -> Record:
-    from compbench.bench.outcomes import outcome_record
-    from compbench.bench.plan import fingerprint
-    from compbench.bench.runner import run_cell
+    from compbench.bench.outcomes import outcome_record  # heavy: torch
+    from compbench.bench.plan import fingerprint  # heavy: torch
+    from compbench.bench.runner import run_cell  # heavy: torch
 
     store = ResultStore(root) if root is not None else None
     batch = config.batch_size
@@ -191,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent(args.parent_pid)
-
-    from compbench.bench.plugins import import_plugins
 
     quiet_worker()
     try:
