@@ -49,7 +49,7 @@ def pca_max_rank(num_embeddings: int, embedding_dim: int, budget_bytes: int, dty
 def principal_axes(table: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(coefficients [V, r], axes [r, d], mean [d])`` in float64, exact: the full SVD of the centred table
     up to ``streaming.DIRECT_MAX_ELEMENTS`` entries, the covariance's ``eigh`` (Gram route) beyond."""
-    # the threshold is read at call time (tests lower it on the module)
+    # the threshold is read at call time: tests lower it on the module
     if table.shape[0] * table.shape[1] > streaming.DIRECT_MAX_ELEMENTS and table.shape[0] >= table.shape[1]:
         mean = column_mean(table)
         axes = top_right_singular_vectors(table, rank, mean)
