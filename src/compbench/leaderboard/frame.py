@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from compbench.bench.identity import CellIdentity
 from compbench.bench.record import Record, options_suffix
 
 #: Columns of :func:`to_frame`, in order.
@@ -180,7 +181,6 @@ def identity_text(ident: dict[str, Any]) -> str:
     """One line naming a record's identity (``""`` when it has none)."""
     if not ident:
         return ""
-    from compbench.bench.identity import CellIdentity
 
     try:
         return CellIdentity.from_dict(ident).describe()

@@ -32,7 +32,12 @@ from compbench.bench.store import LoadProblem, ResultStore
 from compbench.errors import UsageError
 from compbench.leaderboard import plots, render
 from compbench.leaderboard.frame import aggregate, to_frame
+from compbench.leaderboard.lm_report import render_markdown as lm_markdown
+from compbench.leaderboard.model_compare import comparison_rows
+from compbench.leaderboard.model_compare import render_markdown as models_markdown
 from compbench.leaderboard.table import build_leaderboards, build_overview
+from compbench.leaderboard.tuning_compare import render_markdown as tuning_markdown
+from compbench.leaderboard.tuning_compare import tuning_rows
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +108,14 @@ def render_report(records: Iterable[Record], *, tasks: Sequence[str] = (), devic
         index = "../" * depth
         files[f"{board.page}.md"] = render.page_markdown(board, png_names, index + "index.md").encode()
         files[f"{board.page}.html"] = render.page_html(board, {k: v.svg for k, v in figs.items()}, index + "index.html").encode()
-    from compbench.leaderboard.model_compare import comparison_rows
-    from compbench.leaderboard.model_compare import render_markdown as models_markdown
 
     comparison = comparison_rows(records)
     if comparison and (not tracks or "posthoc" in tracks):  # the same methods on two encoders
         files["posthoc/models.md"] = models_markdown(comparison).encode()
-    from compbench.leaderboard.tuning_compare import render_markdown as tuning_markdown
-    from compbench.leaderboard.tuning_compare import tuning_rows
 
     tuned = tuning_rows(records)
     if tuned:  # each method's default next to its tuned variant, rankings before and after
         files["tuning.md"] = tuning_markdown(tuned).encode()
-    from compbench.leaderboard.lm_report import render_markdown as lm_markdown
 
     lm_page = lm_markdown(records) if (not tracks or "lm" in tracks) else None
     if lm_page:  # perplexity, KL and top-1 per model and mode; the LM ranking beside the STS-B ranking

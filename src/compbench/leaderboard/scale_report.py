@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from compbench.bench.record import Record
+from compbench.errors import CompbenchError
+from compbench.tasks import get_task
 
 
 def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dict[str, Any]]:
@@ -49,9 +51,6 @@ def scale_rows(records: Sequence[Record], budget: str | None = None) -> list[dic
 
 def _task_shape(name: str) -> list[int | None]:
     """The shape a scale task declares (for records that never loaded their table: skipped, timed out)."""
-    from compbench.errors import CompbenchError
-    from compbench.tasks import get_task
-
     try:
         return [int(x) for x in get_task("scale", name).shape]  # type: ignore[attr-defined]
     except (CompbenchError, AttributeError):
@@ -99,7 +98,7 @@ def _plot(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], key
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from compbench.leaderboard.plots import RC, png_bytes
+    from compbench.leaderboard.plots import RC, png_bytes  # heavy: matplotlib
 
     methods = [s["method"] for s in summary]
     if not any(r[key] for r in rows):

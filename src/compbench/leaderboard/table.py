@@ -123,7 +123,7 @@ class Leaderboard:
     @property
     def page(self) -> str:
         """Relative path of the page without extension: ``<track>/<task>/<device>``."""
-        from compbench.leaderboard.render import safe_component
+        from compbench.leaderboard.render import safe_component  # cycle: compbench.leaderboard.render
 
         return "/".join(safe_component(x) for x in (self.track, self.task, self.device))
 

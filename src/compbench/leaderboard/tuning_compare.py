@@ -106,7 +106,7 @@ def _rank_text(r: dict[str, Any], label: str) -> str:
 
 def has_tuning_space(method: str) -> bool:
     """Whether the registered method declares a tuning space (False for unknown names)."""
-    from compbench.methods import get_method
+    from compbench.methods import get_method  # heavy: torch
 
     try:
         m = get_method(method)
