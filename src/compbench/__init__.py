@@ -21,7 +21,7 @@ __all__ = ["__version__", "apply", "load_embedding"]
 
 def __getattr__(name: str) -> Any:  # lazy: ``import compbench`` stays light
     if name in ("apply", "load_embedding"):
-        from compbench import artifact
+        from compbench import artifact  # heavy: torch
 
         return getattr(artifact, name)
     raise AttributeError(f"module 'compbench' has no attribute {name!r}")

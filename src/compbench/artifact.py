@@ -39,6 +39,7 @@ from torch import nn
 
 from compbench.errors import DataError, UsageError
 from compbench.hashing import sha256_file
+from compbench.methods import get_method
 
 FORMAT = "compbench-embedding"
 FORMAT_VERSION = 1
@@ -169,8 +170,6 @@ def read_config(path: Path | str) -> dict[str, Any]:
 
 
 def _check_method_version(cfg: dict[str, Any]) -> None:
-    from compbench.methods import get_method
-
     name, version = cfg.get("method"), cfg.get("method_version")
     try:
         known = get_method(str(name)).card.version

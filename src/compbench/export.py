@@ -31,6 +31,11 @@ from compbench.artifact import (
     describe_module,
     load_embedding,
 )
+from compbench.bench.accounting import stored_bytes
+from compbench.bench.context import prepare, seed_everything
+from compbench.bench.measure import apply_threads, compare_lookup
+from compbench.bench.runner import track_hooks
+from compbench.bench.store import ResultStore, file_mode
 from compbench.errors import CompbenchError, UsageError
 from compbench.hashing import sha256_file
 
@@ -55,8 +60,6 @@ def write_artifact(module: nn.Module, out: Path | str, facts: dict[str, Any], *,
     """Write ``module`` and ``facts`` as an artifact folder (see :mod:`compbench.artifact`); returns the folder."""
     from safetensors.torch import save_file
 
-    from compbench.bench.accounting import stored_bytes
-
     folder = Path(out)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
         raise UsageError(f"{folder} exists and is not empty; choose another -o or pass --overwrite")
@@ -66,7 +69,6 @@ def write_artifact(module: nn.Module, out: Path | str, facts: dict[str, Any], *,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS))
-    from compbench.bench.store import file_mode
 
     (tmp / WEIGHTS).chmod(file_mode())  # safetensors writes 0600; an artifact is meant to be shared
     counted = stored_bytes(module)
@@ -91,8 +93,6 @@ def write_artifact(module: nn.Module, out: Path | str, facts: dict[str, Any], *,
 def decode_speed(module: nn.Module, *, iters: int = 30, seed: int = 0) -> dict[str, Any]:
     """Lookup speed of ``module`` vs ``nn.Embedding`` of its materialised table, same ids, same process
     (1 thread, Zipf ids: :func:`compbench.bench.measure.compare_lookup`)."""
-    from compbench.bench.measure import compare_lookup
-
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -140,11 +140,6 @@ def card(cfg: dict[str, Any]) -> str:
 def export_cell(config: Any, out: Path | str, *, results: Path | str | None = None, overwrite: bool = False,
                 speed: bool = True) -> dict[str, Any]:
     """Fit the cell ``config`` (a RunConfig) and write its artifact; returns the artifact's config."""
-    from compbench.bench.context import prepare, seed_everything
-    from compbench.bench.measure import apply_threads
-    from compbench.bench.runner import track_hooks
-    from compbench.bench.store import ResultStore
-
     ctx = prepare(config, None)
     if ctx.method.card.name == "dense" or not ctx.method.supports("posthoc"):
         raise UsageError(f"method '{ctx.method.card.name}' has nothing to export (export takes a posthoc method)")
@@ -159,7 +154,6 @@ def export_cell(config: Any, out: Path | str, *, results: Path | str | None = No
     budget = ctx.budget_info(v * d * 4)
     method_config = ctx.method.configure(v, d, budget.allowed_bytes)
     module = hooks.produce(ctx, subject, method_config, ctx.config.seed).cpu().eval()
-    from compbench.bench.accounting import stored_bytes
 
     nbytes = stored_bytes(module)
     if nbytes > budget.allowed_bytes:
