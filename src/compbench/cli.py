@@ -32,8 +32,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from compbench.bench.plugins import import_plugins
+from compbench.bench.validate import check_seed, check_seeds, check_threads
 from compbench.cli_types import PATH, SECONDS
+from compbench.config import RunConfig, default_results_dir
+from compbench.datasets import get_dataset_card, list_datasets
 from compbench.errors import CompbenchError, UsageError, first_line, quoted
+from compbench.tasks import TASKS, get_task
+from compbench.tasks.base import TRACKS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -111,7 +117,7 @@ def _parse_options(pairs: tuple[str, ...], method: str | None = None) -> dict[st
         out[k] = v.strip()
     if method is None:
         return out
-    from compbench.methods import canonical_method_options
+    from compbench.methods import canonical_method_options  # heavy: torch
 
     return canonical_method_options(method, out)
 
@@ -192,13 +198,10 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
     checked before a model is loaded.
     """
-    from compbench.bench.dryrun import plan_cell
-    from compbench.bench.record import to_json
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
-    from compbench.bench.validate import check_seed, check_seeds, check_threads
-    from compbench.bench.plugins import import_plugins
-    from compbench.config import RunConfig, default_results_dir
+    from compbench.bench.dryrun import plan_cell  # heavy: torch
+    from compbench.bench.record import to_json  # heavy: pydantic
+    from compbench.bench.runner import run_cell  # heavy: torch
+    from compbench.bench.store import ResultStore  # heavy: numpy
 
     import_plugins(imports)
     check_threads(threads)
@@ -324,7 +327,7 @@ def with_frequencies(method: str, options: dict[str, Any], frequencies: str | No
     without that option, or when -o frequencies is given too)."""
     if frequencies is None:
         return options
-    from compbench.methods import get_method_class
+    from compbench.methods import get_method_class  # heavy: torch
 
     if "frequencies" not in (get_method_class(method).card.options or {}):
         raise UsageError(f"--frequencies applies to the frequency-aware methods (tiered, mde-posthoc), not '{method}'")
@@ -476,7 +479,7 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
     """List methods, tasks or datasets. ``list methods`` is one short line per method (readable at 80 columns);
     ``list methods NAME`` shows that method's whole card: reference, description and options."""
     if what == "methods" and name is not None:
-        from compbench.methods import get_method_class
+        from compbench.methods import get_method_class  # heavy: torch
 
         c = get_method_class(name).card  # unknown names: one line with a suggestion
         t = Table(title=f"[bold]{escape(c.name)}[/] v{c.version}", show_header=False, title_justify="left")
@@ -492,7 +495,7 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
     if name is not None:
         raise UsageError(f"'compbench list {what} NAME' is for methods only")
     if what == "methods":
-        from compbench.methods import get_method_class, list_methods
+        from compbench.methods import get_method_class, list_methods  # heavy: torch
 
         t = Table(title="methods (details: compbench list methods NAME)")
         for col, width in (("name", 12), ("family", 15), ("tracks", 13)):
@@ -502,9 +505,6 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
             c = get_method_class(n).card
             t.add_row(c.name, c.family, ", ".join(c.modes), c.description)
     elif what == "tasks":
-        from compbench.tasks import TASKS, get_task
-        from compbench.tasks.base import TRACKS
-
         if track is not None and track not in TRACKS:
             raise UsageError(f"--track {quoted(track)!r} is not a track; tracks: {', '.join(TRACKS)}")
         t = Table(title="tasks")
@@ -518,8 +518,6 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
             t.add_row(tr, c.name, str(c.version), c.metric + (" (higher better)" if c.higher_is_better else " (lower better)"),
                       c.dataset or "-", c.protocol)
     else:
-        from compbench.datasets import get_dataset_card, list_datasets
-
         t = Table(title="datasets (offline snapshots; hub id for online use)")
         for col in ("name", "splits", "kind", "hub id", "description"):
             t.add_column(col, overflow="fold")
@@ -536,8 +534,8 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
 @handle_errors
 def show(path: Path, as_json: bool) -> None:
     """Pretty-print a result record."""
-    from compbench.bench.record import to_json
-    from compbench.bench.store import load_record
+    from compbench.bench.record import to_json  # heavy: pydantic
+    from compbench.bench.store import load_record  # heavy: numpy
 
     record = load_record(path)
     if as_json:

@@ -14,8 +14,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from compbench.bench.validate import check_seed, check_threads
 from compbench.cli import _quiet_libraries, console, handle_errors
 from compbench.cli_types import PATH
+from compbench.config import RunConfig, default_results_dir
+from compbench.errors import UsageError
 
 #: stage-1 settings of ``--quick`` (same layout and lookup speed, a worse fit)
 QUICK = {"mod_iters": 0, "epochs": 0, "kmeans_iters": 2}
@@ -38,11 +41,8 @@ def ade_lookup(budget: str, device: str, threads: int | None, iters: int, seed: 
                quick: bool, results: Path | None, as_json: bool) -> None:
     """Time ADE's VP lookup, the naive CSR two-stage lookup and the dense MiniLM table in one run (and record it)."""
     _quiet_libraries()
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
-    from compbench.bench.validate import check_seed, check_threads
-    from compbench.config import RunConfig, default_results_dir
-    from compbench.errors import UsageError
+    from compbench.bench.runner import run_cell  # heavy: torch
+    from compbench.bench.store import ResultStore  # heavy: numpy
 
     if iters < 1:
         raise UsageError("--iters must be >= 1")

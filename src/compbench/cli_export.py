@@ -7,8 +7,11 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from compbench.cli import _parse_options, console, handle_errors, table_track, with_frequencies
+from compbench.bench.plugins import import_plugins
+from compbench.bench.validate import check_seed, check_threads
+from compbench.cli import _parse_options, console, err_console, handle_errors, table_track, with_frequencies
 from compbench.cli_types import PATH
+from compbench.config import RunConfig, default_results_dir
 
 
 @click.command("export")
@@ -43,10 +46,7 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
 
     Load it with ``compbench.load_embedding(DIR)``; put it into a model with ``compbench.apply(model, DIR)``.
     """
-    from compbench.bench.plugins import import_plugins
-    from compbench.bench.validate import check_seed, check_threads
-    from compbench.config import RunConfig, default_results_dir
-    from compbench.export import export_cell
+    from compbench.export import export_cell  # heavy: torch
 
     import_plugins(imports)
     check_threads(threads)
@@ -56,7 +56,6 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
                     options=with_frequencies(method, _parse_options(options, method), frequencies), model=model,
                     extra=extra)
-    from compbench.cli import err_console
 
     with err_console.status(f"exporting {method} at {budget}: loading the table, fitting, writing, checking the "
                             "round trip" + ("" if no_speed else ", timing the decode")):  # shown on a terminal only

@@ -7,8 +7,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from compbench.bench.plugins import import_plugins
+from compbench.bench.validate import check_seed, check_threads
 from compbench.cli import _parse_options, console, handle_errors
 from compbench.cli_types import BATCH_SIZE, PATH
+from compbench.config import default_results_dir
 from compbench.errors import UsageError, quoted
 
 
@@ -38,11 +41,8 @@ def mteb_command(method: str, budget: str, tasks: str, model: str | None, option
                  dense: bool, imports: tuple[str, ...] = ()) -> None:
     """Run MTEB tasks with the encoder's token table compressed by METHOD at BUDGET (needs the tasks' data:
     online, or already in the Hugging Face cache)."""
-    from compbench.bench.measure import resolve_device
-    from compbench.bench.mteb_interop import run_mteb
-    from compbench.bench.plugins import import_plugins
-    from compbench.bench.validate import check_seed, check_threads
-    from compbench.config import default_results_dir
+    from compbench.bench.measure import resolve_device  # heavy: torch
+    from compbench.bench.mteb_interop import run_mteb  # heavy: torch
 
     import_plugins(imports)
     check_threads(threads)

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from compbench.cli import console, err_console, handle_errors
 from compbench.cli_types import PATH
+from compbench.config import leaderboard_results_dir
 
 
 @click.command()
@@ -28,8 +29,7 @@ from compbench.cli_types import PATH
 def report(results: Path | None, out: Path, tasks: tuple[str, ...], devices: tuple[str, ...],
            tracks: tuple[str, ...], readme: Path | None) -> None:
     """Render reports/index.md|html and one page per track, task and device from the stored records."""
-    from compbench.config import leaderboard_results_dir
-    from compbench.leaderboard.report import write_report
+    from compbench.leaderboard.report import write_report  # heavy: matplotlib
 
     with _PageProgress(enabled=err_console.is_terminal) as bar:
         res = write_report(results or leaderboard_results_dir(), out, tasks=tasks, devices=devices, tracks=tracks,

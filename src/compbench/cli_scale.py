@@ -8,7 +8,9 @@ import click
 from rich.markup import escape
 
 from compbench.cli import console, handle_errors
+from compbench.cli_sweep import sweep
 from compbench.cli_types import PATH, SECONDS
+from compbench.config import default_results_dir
 from compbench.errors import UsageError
 
 
@@ -38,10 +40,8 @@ def scale_command(click_ctx: click.Context, methods: str | None, tasks: str | No
     Runs the shipped ``scale`` suite (each cell in its own process, resumable like any sweep), then writes
     scale.md, scale.json and two log-log plots with the fitted exponents.
     """
-    from compbench.bench.store import ResultStore
-    from compbench.cli_sweep import sweep
-    from compbench.config import default_results_dir
-    from compbench.leaderboard.scale_report import write_scale_report
+    from compbench.bench.store import ResultStore  # heavy: numpy
+    from compbench.leaderboard.scale_report import write_scale_report  # heavy: numpy
 
     root = results or default_results_dir()
     if not report_only:

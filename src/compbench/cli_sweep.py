@@ -21,8 +21,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from compbench.bench.validate import check_seeds, check_threads
 from compbench.cli import console, err_console, handle_errors
 from compbench.cli_types import PATH, SECONDS
+from compbench.config import default_results_dir
 from compbench.errors import UsageError
 
 _STATUS_STYLE = {"ok": "green", "over_budget": "yellow", "failed": "red", "skipped": "dim", "timeout": "red"}
@@ -93,8 +95,8 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     Re-running the same command resumes: cells with an up-to-date record are reused. Exit codes:
     0 all cells ok/skipped/over budget, 1 some cell failed or timed out, 2 usage error, 130 interrupted.
     """
-    from compbench.bench.store import ResultStore
-    from compbench.bench.sweep import (
+    from compbench.bench.store import ResultStore  # heavy: numpy
+    from compbench.bench.sweep import (  # heavy: torch
         apply_overrides,
         import_plugins,
         load_suite,
@@ -102,8 +104,6 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
         prepare_sweep,
         run_sweep,
     )
-    from compbench.bench.validate import check_seeds, check_threads
-    from compbench.config import default_results_dir
 
     if suite_arg and suite_opt:
         raise UsageError("give the suite either as an argument or with --suite, not both")
@@ -209,7 +209,7 @@ def compare(base: Path, new: Path, markdown: Path | None, allow_missing: bool, a
     Status, stored bytes and params must match exactly; the main score must stay within the task's
     tolerance; throughput is reported but not gating; a changed method/task version is not comparable.
     """
-    from compbench.bench.compare import compare_dirs, to_markdown
+    from compbench.bench.compare import compare_dirs, to_markdown  # heavy: numpy
 
     comp = compare_dirs(base, new, allow_missing=allow_missing)
     for role, problems in (("base", comp.base_problems), ("new", comp.new_problems)):
