@@ -273,10 +273,10 @@ from hypothesis import strategies as st  # noqa: E402
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=4), st.sampled_from(["svd", "hashing", "pq", "rabitq", "tiered"]))
 def test_option_parsing_never_crashes_and_is_idempotent(pairs: list[str], method: str) -> None:
-    from compbench.cli import _parse_options
+    from compbench.cli.common import parse_options
 
     try:
-        first = _parse_options(tuple(pairs), method)
+        first = parse_options(tuple(pairs), method)
     except UsageError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 600
         return

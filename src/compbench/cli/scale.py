@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from compbench.cli import console, handle_errors
-from compbench.cli_sweep import sweep
-from compbench.cli_types import PATH, SECONDS
+from compbench.cli.common import console, handle_errors
+from compbench.cli.sweep import sweep
+from compbench.cli.types import PATH, SECONDS
 from compbench.config import default_results_dir
 from compbench.errors import UsageError
 

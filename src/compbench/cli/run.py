@@ -1,19 +1,10 @@
-"""The ``compbench`` command line: thin wrappers that parse, call one library function and print.
-
-Errors: a bad input prints one line on stderr (``error: ...``) and exits 2 (usage)
-or 1 (run failure); ``--debug`` re-raises with the traceback.
-"""
+"""``compbench run``: one cell (plan, compress or train, evaluate, measure, one record), its progress display and
+its result panel."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import logging
-import os
-import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,103 +25,13 @@ from rich.text import Text
 
 from compbench.bench.plugins import import_plugins
 from compbench.bench.validate import check_seed, check_seeds, check_threads
-from compbench.cli_types import PATH, SECONDS
+from compbench.cli.common import console, err_console, handle_errors, parse_options
+from compbench.cli.types import PATH, SECONDS
 from compbench.config import RunConfig, default_results_dir
-from compbench.datasets import get_dataset_card, list_datasets
-from compbench.errors import CompbenchError, UsageError, first_line, quoted
-from compbench.tasks import TASKS, get_task
-from compbench.tasks.base import TRACKS
-
-console = Console()
-err_console = Console(stderr=True)
+from compbench.errors import UsageError
 
 
-def _quiet_libraries() -> None:
-    """Silence library progress bars and warnings that would drown the summary."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    logging.getLogger("mteb").setLevel(logging.ERROR)
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except (ImportError, AttributeError):  # pragma: no cover
-        pass
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn CompbenchError into one line + exit code; other exceptions too unless --debug."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(click.get_current_context().find_root().params.get("debug"))
-        try:
-            return fn(*args, **kwargs)
-        except CompbenchError as exc:
-            if debug:
-                raise
-            one_line = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())  # library text may wrap
-            err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: finished records were kept", highlight=False)
-            sys.exit(130)
-        except click.exceptions.Exit:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if debug:
-                raise
-            err_console.print(f"[bold red]error:[/] {escape(first_line(exc))} (rerun with --debug for the traceback)",
-                              highlight=False, soft_wrap=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def _parse_options(pairs: tuple[str, ...], method: str | None = None) -> dict[str, Any]:
-    """``-o key=value`` pairs as a dict; a pair without ``=`` or without a name, and a repeated key, are usage
-    errors. With ``method``, the values are put in their canonical form (one spelling per value, so one cell key;
-    see :func:`compbench.methods.options.canonical_value`)."""
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if "=" not in p:
-            raise UsageError(f"--option expects key=value, got {quoted(p)!r}")
-        k, v = p.split("=", 1)
-        k = k.strip()
-        if not k:
-            raise UsageError(f"--option {quoted(p)!r} names no option; give key=value")
-        if k in out:
-            raise UsageError(f"--option {quoted(k)} is given twice ({quoted(out[k])} and {quoted(v.strip())}); "
-                             "give it once")
-        out[k] = v.strip()
-    if method is None:
-        return out
-    from compbench.methods import canonical_method_options  # heavy: torch
-
-    return canonical_method_options(method, out)
-
-
-@click.group()
-@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
-@click.version_option(package_name="compbench")
-def main(debug: bool) -> None:
-    """compbench: benchmark embedding compression methods at a memory budget."""
-    _quiet_libraries()
-
-
-@main.command()
+@click.command()
 @click.option("--method", "-m", required=True, help="Method name (see `compbench list methods`).")
 @click.option("--budget", "-b", required=True, help="Memory budget: '40x', '10x', '1.5x' or '1.5MiB', '800KB', '1172044B'.")
 @click.option("--track", default="posthoc", show_default=True, help="posthoc | train | words | store | scale | lm.")
@@ -220,7 +121,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
         bad = [r for r in recipe if "=" not in r]
         if bad:
             raise UsageError(f"--recipe expects key=value, got '{bad[0]}'")
-        extra["recipe"] = _parse_options(recipe)
+        extra["recipe"] = parse_options(recipe)
     if extra and track != "train":
         raise UsageError("--backbone, --d-model, --max-steps, --max-train-samples, --max-eval-samples and --recipe "
                          "apply to --track train only")
@@ -234,7 +135,7 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     if heal:
         extra["heal"] = heal
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, device=device, threads=threads, seed=seed,
-                    options=with_frequencies(method, _parse_options(options, method), frequencies), model=model, fresh_process=True, seeds=seed_list, extra=extra,
+                    options=with_frequencies(method, parse_options(options, method), frequencies), model=model, fresh_process=True, seeds=seed_list, extra=extra,
                     lookup_workload=lookup_workload, tune=tune == "on", max_fit_seconds=max_fit_seconds or None)
     root = results or default_results_dir()
     plan = plan_cell(cfg, root)  # before any work: bad names, options and unattainable budgets fail here
@@ -470,84 +371,3 @@ def print_record(record: Any, path: Path | None = None) -> None:
     console.print(t)
 
 
-@main.command(name="list")
-@click.argument("what", type=click.Choice(["methods", "tasks", "datasets"]))
-@click.argument("name", required=False, default=None)
-@click.option("--track", default=None, help="Only tasks of this track.")
-@handle_errors
-def list_cmd(what: str, name: str | None, track: str | None) -> None:
-    """List methods, tasks or datasets. ``list methods`` is one short line per method (readable at 80 columns);
-    ``list methods NAME`` shows that method's whole card: reference, description and options."""
-    if what == "methods" and name is not None:
-        from compbench.methods import get_method_class  # heavy: torch
-
-        c = get_method_class(name).card  # unknown names: one line with a suggestion
-        t = Table(title=f"[bold]{escape(c.name)}[/] v{c.version}", show_header=False, title_justify="left")
-        t.add_column("field", style="cyan")
-        t.add_column("value", overflow="fold")
-        for field_name, value in (("family", c.family), ("tracks", ", ".join(c.modes)), ("reference", c.reference),
-                                  ("description", c.description)):
-            t.add_row(field_name, escape(str(value)))
-        for opt, text in sorted((c.options or {}).items()):
-            t.add_row(f"-o {escape(opt)}", escape(str(text)))
-        console.print(t)
-        return
-    if name is not None:
-        raise UsageError(f"'compbench list {what} NAME' is for methods only")
-    if what == "methods":
-        from compbench.methods import get_method_class, list_methods  # heavy: torch
-
-        t = Table(title="methods (details: compbench list methods NAME)")
-        for col, width in (("name", 12), ("family", 15), ("tracks", 13)):
-            t.add_column(col, no_wrap=True, min_width=width, max_width=width, overflow="ellipsis")
-        t.add_column("description", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - 53))
-        for n in list_methods():
-            c = get_method_class(n).card
-            t.add_row(c.name, c.family, ", ".join(c.modes), c.description)
-    elif what == "tasks":
-        if track is not None and track not in TRACKS:
-            raise UsageError(f"--track {quoted(track)!r} is not a track; tracks: {', '.join(TRACKS)}")
-        t = Table(title="tasks")
-        for col in ("track", "name", "version", "metric", "dataset", "protocol"):
-            t.add_column(col, overflow="fold")
-        for key in TASKS.names():
-            tr, name = key.split("/", 1)
-            if track and tr != track:
-                continue
-            c = get_task(tr, name).card
-            t.add_row(tr, c.name, str(c.version), c.metric + (" (higher better)" if c.higher_is_better else " (lower better)"),
-                      c.dataset or "-", c.protocol)
-    else:
-        t = Table(title="datasets (offline snapshots; hub id for online use)")
-        for col in ("name", "splits", "kind", "hub id", "description"):
-            t.add_column(col, overflow="fold")
-        for n in list_datasets():
-            c = get_dataset_card(n)
-            hub = c.hf_id + (f" [{c.hf_config}]" if c.hf_config else "")
-            t.add_row(c.name, ", ".join(c.splits), c.kind, hub, c.description)
-    console.print(t)
-
-
-@main.command()
-@click.argument("path", type=PATH)
-@click.option("--json", "as_json", is_flag=True, help="Print the validated record as JSON.")
-@handle_errors
-def show(path: Path, as_json: bool) -> None:
-    """Pretty-print a result record."""
-    from compbench.bench.record import to_json  # heavy: pydantic
-    from compbench.bench.store import load_record  # heavy: numpy
-
-    record = load_record(path)
-    if as_json:
-        click.echo(to_json(record), nl=False)
-    else:
-        print_record(record, path)
-
-
-from compbench.cli_report import report; main.add_command(report)  # noqa: E402,E702
-from compbench.cli_sweep import sweep; main.add_command(sweep)  # noqa: E402,E702
-from compbench.cli_sweep import compare; main.add_command(compare)  # noqa: E402,E702
-from compbench.cli_ade import ade_lookup; main.add_command(ade_lookup)  # noqa: E402,E702
-from compbench.cli_mteb import mteb_command; main.add_command(mteb_command)  # noqa: E402,E702
-from compbench.cli_scale import scale_command; main.add_command(scale_command)  # noqa: E402,E702
-from compbench.cli_export import export_command; main.add_command(export_command)  # noqa: E402,E702

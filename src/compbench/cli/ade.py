@@ -15,8 +15,8 @@ import click
 from rich.table import Table
 
 from compbench.bench.validate import check_seed, check_threads
-from compbench.cli import _quiet_libraries, console, handle_errors
-from compbench.cli_types import PATH
+from compbench.cli.common import console, handle_errors, quiet_libraries
+from compbench.cli.types import PATH
 from compbench.config import RunConfig, default_results_dir
 from compbench.errors import UsageError
 
@@ -40,7 +40,7 @@ QUICK = {"mod_iters": 0, "epochs": 0, "kmeans_iters": 2}
 def ade_lookup(budget: str, device: str, threads: int | None, iters: int, seed: int, lookup_workload: str,
                quick: bool, results: Path | None, as_json: bool) -> None:
     """Time ADE's VP lookup, the naive CSR two-stage lookup and the dense MiniLM table in one run (and record it)."""
-    _quiet_libraries()
+    quiet_libraries()
     from compbench.bench.runner import run_cell  # heavy: torch
     from compbench.bench.store import ResultStore  # heavy: numpy
 

@@ -9,8 +9,9 @@ from rich.markup import escape
 
 from compbench.bench.plugins import import_plugins
 from compbench.bench.validate import check_seed, check_threads
-from compbench.cli import _parse_options, console, err_console, handle_errors, table_track, with_frequencies
-from compbench.cli_types import PATH
+from compbench.cli.common import console, err_console, handle_errors, parse_options
+from compbench.cli.run import table_track, with_frequencies
+from compbench.cli.types import PATH
 from compbench.config import RunConfig, default_results_dir
 
 
@@ -54,7 +55,7 @@ def export_command(method: str, budget: str, track: str, task: str | None, model
     extra: dict[str, str] = {}
     track, model = table_track(track, model, table, tensor, extra)
     cfg = RunConfig(method=method, budget=budget, track=track, task=task, threads=threads, seed=seed,
-                    options=with_frequencies(method, _parse_options(options, method), frequencies), model=model,
+                    options=with_frequencies(method, parse_options(options, method), frequencies), model=model,
                     extra=extra)
 
     with err_console.status(f"exporting {method} at {budget}: loading the table, fitting, writing, checking the "

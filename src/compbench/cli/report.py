@@ -8,8 +8,8 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from compbench.cli import console, err_console, handle_errors
-from compbench.cli_types import PATH
+from compbench.cli.common import console, err_console, handle_errors
+from compbench.cli.types import PATH
 from compbench.config import leaderboard_results_dir
 
 

@@ -22,8 +22,8 @@ from rich.progress import (
 from rich.table import Table
 
 from compbench.bench.validate import check_seeds, check_threads
-from compbench.cli import console, err_console, handle_errors
-from compbench.cli_types import PATH, SECONDS
+from compbench.cli.common import console, err_console, handle_errors
+from compbench.cli.types import PATH, SECONDS
 from compbench.config import default_results_dir
 from compbench.errors import UsageError
 

@@ -9,8 +9,8 @@ from rich.table import Table
 
 from compbench.bench.plugins import import_plugins
 from compbench.bench.validate import check_seed, check_threads
-from compbench.cli import _parse_options, console, handle_errors
-from compbench.cli_types import BATCH_SIZE, PATH
+from compbench.cli.common import console, handle_errors, parse_options
+from compbench.cli.types import BATCH_SIZE, PATH
 from compbench.config import default_results_dir
 from compbench.errors import UsageError, quoted
 
@@ -52,7 +52,7 @@ def mteb_command(method: str, budget: str, tasks: str, model: str | None, option
     if not names:
         raise UsageError(f"--tasks {quoted(tasks)!r} names no task; give comma-separated MTEB task names")
     root = results or default_results_dir()
-    records = run_mteb(method, budget, names, model=model, options=_parse_options(options, method), device=device,
+    records = run_mteb(method, budget, names, model=model, options=parse_options(options, method), device=device,
                        threads=threads, seed=seed, results=root, batch_size=batch_size, mteb_cache=mteb_cache,
                        dense=dense)
     t = Table(title=f"mteb: {method} at {budget}")
