@@ -48,8 +48,10 @@ from torch import nn
 from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
 from compbench.methods.options import at_least
 from compbench.methods.packing import unpack
+from compbench.methods.streaming import encode_blocks, rows_per_block
 
 DEFAULT_NBITS = 8
 MAX_NBITS = 16
@@ -154,8 +156,6 @@ class PQEmbedding(CompressedEmbedding):
         (fp16 codebooks are widened, as the decode does); OPQ's rotation as an ``IndexPreTransform``."""
         import faiss
 
-        from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
-
         index = faiss.IndexPQ(self.embedding_dim, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT)
         copy_into(self.centroids, index.pq.centroids)
         index.is_trained = True
@@ -192,8 +192,6 @@ def encode_rows(pq: Any, x: np.ndarray, transform: Callable[[np.ndarray], np.nda
     """``pq.compute_codes`` over blocks of rows (optionally ``transform``-ed first): faiss' BLAS encoder holds an
     ``n x M x ksub`` float distance table, 16 GiB for 131k rows of M = 128, 8-bit codes; block by block it
     stays under ``streaming.BLOCK_BYTES``. Codes are identical to one call on all rows."""
-    from compbench.methods.streaming import encode_blocks, rows_per_block
-
     def encode(block: np.ndarray) -> np.ndarray:
         return pq.compute_codes(transform(block) if transform is not None else block)
 

@@ -63,11 +63,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from compbench.errors import UnattainableBudgetError, UsageError
-from compbench.methods import METHODS
+from compbench.datasets.frequencies import load_token_frequencies, token_frequencies_for
+from compbench.errors import DataError, UnattainableBudgetError, UsageError
+from compbench.hashing import sha256_file
+from compbench.methods import METHODS, get_method
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, unpack_rows
 from compbench.methods.options import non_negative
+from compbench.methods.streaming import row_blocks, rows_per_block
 
 BLOCK = 64
 MASSES = (0.8, 0.85, 0.9)
@@ -81,8 +84,6 @@ UNSEEN = ("shared", "rest")
 # -- frequencies -------------------------------------------------------------------------------------
 def row_counts(num_embeddings: int, mode: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
     """Per-row counts (float64 ``[V]``) and where they come from (recorded in the config)."""
-    from compbench.datasets.frequencies import load_token_frequencies, token_frequencies_for
-
     if mode.startswith("file:"):
         return counts_file(mode[5:], num_embeddings)
     if mode in ("auto", "corpus"):
@@ -107,9 +108,6 @@ def counts_file(path: str, num_embeddings: int) -> tuple[np.ndarray, dict[str, A
     """The user's token counts (``--frequencies FILE`` = ``-o frequencies=file:PATH``): a 1-D ``.npy`` of ``V``
     non-negative finite counts (row i's count), or a parquet file with columns ``id`` and ``count``."""
     from pathlib import Path
-
-    from compbench.errors import DataError
-    from compbench.hashing import sha256_file
 
     file = Path(path)
     if not file.is_file():
@@ -262,8 +260,6 @@ class TieredEmbedding(CompressedEmbedding):
 
 
 def _tier_method(base: str, base_options: Mapping[str, Any], nbits: int) -> Method:
-    from compbench.methods import get_method
-
     opts = dict(base_options)
     if nbits:
         opts["nbits"] = nbits
@@ -283,8 +279,6 @@ def _shells(base: str, base_options: Mapping[str, Any], plan: torch.Tensor, d: i
 
 def _weighted_score(module: nn.Module, y: torch.Tensor, w: np.ndarray) -> float:
     """``sum_i w_i cos(decoded_i, y_i)`` over the tier's rows, decoded block by block (no full decoded copy)."""
-    from compbench.methods.streaming import row_blocks, rows_per_block
-
     n, d = y.shape
     cos = np.empty(n, dtype=np.float64)
     for rows in row_blocks(n, rows_per_block(4 * 4 * d)):  # decoded block + the cosine's temporaries, fp32
@@ -340,8 +334,6 @@ class Tiered(Method):
         return value
 
     def _base(self) -> tuple[str, Method]:
-        from compbench.methods import get_method
-
         name = str(self.options.get("base", "pq"))
         if name == "tiered" or "+" in name:
             raise UsageError(f"option base={name!r} of method 'tiered' must be a plain posthoc method")
