@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 import test_sweep_fakes
-from compbench.bench.record import to_json
-from compbench.bench.runner import TRACK_RUNNERS
-from compbench.bench.store import ResultStore
-from compbench.bench.sweep import (
+from compbench.bench.cell.runner import TRACK_RUNNERS
+from compbench.bench.results.record import to_json
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.sweep import (
     apply_overrides,
     expand,
     list_suites,
