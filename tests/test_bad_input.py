@@ -437,7 +437,7 @@ def test_show_refuses_each_corrupted_record_in_one_line(corrupted: tuple[Path, l
 def test_resumed_sweep_replaces_a_corrupted_record_and_keeps_the_rest(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import test_sweep_fakes
-    from compbench.bench.cell.runner import TRACK_RUNNERS
+    from compbench.bench.cell.context import TRACK_RUNNERS
     from compbench.bench.results.record_store import ResultStore
 
     monkeypatch.setitem(TRACK_RUNNERS, "posthoc", test_sweep_fakes.FAKE_RUNNER)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import test_sweep_fakes
-from compbench.bench.cell.runner import TRACK_RUNNERS, prepare, run_cell
+from compbench.bench.cell.context import TRACK_RUNNERS, prepare
+from compbench.bench.cell.runner import run_cell
 from compbench.bench.results.record_store import ResultStore
 from compbench.config import RunConfig
 

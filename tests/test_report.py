@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compbench.bench.cell.identity import cell_key
 from compbench.bench.results.record import (
     BudgetInfo,
     DeviceInfo,
@@ -24,7 +25,6 @@ from compbench.bench.results.record import (
     Params,
     Record,
     TaskInfo,
-    cell_key,
 )
 from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main

@@ -30,8 +30,8 @@ import torch
 
 from compbench.bench.cell.accounting import count_params, stored_bytes, stored_bytes_breakdown
 from compbench.bench.cell.budget import reference_bytes
+from compbench.bench.cell.context import TRACK_RUNNERS
 from compbench.bench.cell.provenance import collect
-from compbench.bench.cell.runner import TRACK_RUNNERS
 from compbench.bench.results.record import Metrics, Params, Record, to_json
 from compbench.bench.results.record_store import ResultStore
 from compbench.tasks.posthoc import table_fidelity

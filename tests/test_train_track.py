@@ -14,7 +14,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from compbench.bench.cell.runner import prepare, run_cell
+from compbench.bench.cell.context import prepare
+from compbench.bench.cell.runner import run_cell
 from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.config import RunConfig

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import test_sweep_fakes
+from compbench.bench.cell.context import TRACK_RUNNERS
 from compbench.bench.cell.lifecycle import Outcome
-from compbench.bench.cell.runner import TRACK_RUNNERS, run_cell
+from compbench.bench.cell.runner import run_cell
 from compbench.config import RunConfig
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import test_sweep_fakes
-from compbench.bench.cell.plan import is_up_to_date, resolve_cell
-from compbench.bench.cell.runner import TRACK_RUNNERS, run_cell
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.plan import is_up_to_date, prepare_sweep, resolve_cell
+from compbench.bench.cell.runner import run_cell
 from compbench.bench.results.record_store import ResultStore
 from compbench.bench.sweeps.suite import apply_overrides, parse_suite
-from compbench.bench.sweeps.sweep import make_executor, prepare_sweep, run_sweep
+from compbench.bench.sweeps.sweep import make_executor, run_sweep
 from compbench.config import RunConfig
 from compbench.errors import UsageError
 

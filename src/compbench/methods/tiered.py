@@ -63,7 +63,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from compbench.errors import UnattainableBudgetError, UsageError
+from compbench.errors import DataError, UnattainableBudgetError, UsageError
+from compbench.hashing import sha256_file
 from compbench.methods import METHODS
 from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, unpack_rows
@@ -107,9 +108,6 @@ def counts_file(path: str, num_embeddings: int) -> tuple[np.ndarray, dict[str, A
     """The user's token counts (``--frequencies FILE`` = ``-o frequencies=file:PATH``): a 1-D ``.npy`` of ``V``
     non-negative finite counts (row i's count), or a parquet file with columns ``id`` and ``count``."""
     from pathlib import Path
-
-    from compbench.errors import DataError
-    from compbench.hashing import sha256_file
 
     file = Path(path)
     if not file.is_file():

@@ -2,7 +2,7 @@
 
 :func:`plan_cell` resolves the method (options checked against their ranges), budget, task, device,
 threads, seed, cell key (and identity, where the runner provides one) through
-:func:`compbench.bench.cell.runner.prepare`, with no store: nothing is written, no model is loaded, nothing
+:func:`compbench.bench.cell.context.prepare`, with no store: nothing is written, no model is loaded, nothing
 is compressed. When the table's shape is known without loading a model it also checks attainability
 exactly as the cell would: ``Budget.resolve(V * d * 4)`` (an absolute budget above the dense size is
 refused) and ``method.configure(V, d, allowed)`` (an unattainable budget raises the usual one-line
@@ -54,7 +54,7 @@ def known_table_shape(ctx: Any) -> tuple[int, int] | None:
 class CellPlan:
     """A resolved cell that was not run: what ``run`` would do and where its record would go."""
 
-    ctx: Any  # compbench.bench.cell.runner.CellContext
+    ctx: Any  # compbench.bench.cell.context.CellContext
     shape: tuple[int, int] | None
     reference_bytes: int | None
     allowed_bytes: int | None

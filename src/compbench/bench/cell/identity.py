@@ -129,7 +129,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
     """The identity and key of a cell from its resolved configuration (``config.task`` set).
 
     ``method`` and ``task`` are the registry objects; the train track resolves its settings
-    (:func:`compbench.bench.tracks.train_track.resolve_settings`), which validates them (UsageError).
+    (:func:`compbench.bench.tracks.train_settings.resolve_settings`), which validates them (UsageError).
     """
     track, model = config.track, config.model
     tag = "" if is_default_model(model) or track == "words" else f"+model={model_slug(model)}"

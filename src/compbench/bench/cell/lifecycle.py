@@ -148,7 +148,7 @@ def reference_score(ctx: Any, subject: Subject) -> tuple[float | None, dict[str,
 
 
 def execute(ctx: Any, hooks: Any) -> Record:
-    """Run the planned cell ``ctx`` (a :class:`~compbench.bench.cell.runner.CellContext`) with a track's hooks."""
+    """Run the planned cell ``ctx`` (a :class:`~compbench.bench.cell.context.CellContext`) with a track's hooks."""
     phases = measure.MemoryPhases(ctx.device, on_phase=getattr(ctx, "progress", None))
     with phases.phase("load"):
         subject = hooks.load(ctx)

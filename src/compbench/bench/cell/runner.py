@@ -13,11 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from compbench.bench.cell.context import (  # noqa: F401 - re-exported: resolution lives in context
-    TRACK_MODE,
+from compbench.bench.cell.context import (
     TRACK_RUNNERS,
     CellContext,
-    data_sha256,
     prepare,
     seed_everything,
 )

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.provenance import run_command  # noqa: F401 - re-exported
+from compbench.bench.cell.provenance import run_command
 from compbench.bench.results.record import Record
 from compbench.bench.results.record_store import ResultStore
 from compbench.config import RunConfig

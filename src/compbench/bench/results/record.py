@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compbench.bench.cell.identity import cell_key, identity_of_record, options_suffix  # noqa: F401 - re-exported
+from compbench.bench.cell.identity import identity_of_record
 
 SCHEMA_VERSION = 2
 

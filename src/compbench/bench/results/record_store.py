@@ -1,6 +1,6 @@
 """The result store: a folder of JSON records at deterministic paths.
 
-- ``path_for(key)`` = ``<root>/<key>.json`` (see :func:`compbench.bench.results.record.cell_key`).
+- ``path_for(key)`` = ``<root>/<key>.json`` (see :func:`compbench.bench.cell.identity.cell_key`).
 - Writes are atomic: a temp file in the same folder, fsync, ``os.replace``; a crash
   never leaves a half-written record, and concurrent writers of the same cell never
   interleave (the last complete write wins).

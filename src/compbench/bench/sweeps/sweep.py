@@ -56,43 +56,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compbench.bench.cell.outcomes import outcome_record
-from compbench.bench.cell.plan import (  # noqa: F401 - re-exported: planning lives in plan
-    FINGERPRINT_FIELDS,
-    OVERWRITE_POLICIES,
+from compbench.bench.cell.plan import (
     Cell,
-    fingerprint,
-    is_up_to_date,
-    plan,
-    prepare_sweep,
-    reference_config,
-    resolve_cell,
-    resolve_cells,
-    same_train_settings,
-    seed_coverage,
-    seed_records_covering,
-    single_seed_cell,
-    table_shape,
 )
-from compbench.bench.cell.plugins import import_plugins  # noqa: F401 - re-exported
 from compbench.bench.results.record import Record
 from compbench.bench.results.record_store import ResultStore
 from compbench.bench.sweeps import executors
-from compbench.bench.sweeps.suite import (  # noqa: F401 - re-exported: suites live in suite
-    GRID_KEYS,
-    SUITES_DIR,
-    Grid,
-    Suite,
-    TaskRef,
-    apply_overrides,
-    expand,
-    list_suites,
-    load_suite,
-    parse_suite,
-    parse_task_ref,
-    suite_path,
-    validate_names,
-)
-from compbench.errors import CompbenchError, UsageError
+from compbench.errors import UsageError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +186,4 @@ def make_executor(kind: str, *, jobs: int = 1, address: str | None = None, impor
                      + " (executors: local, ray, inline)")
 
 
-__all__ = [
-    "Cell", "CompbenchError", "Grid", "Suite", "SweepEvent", "SweepResult", "TaskRef", "apply_overrides", "expand",
-    "fingerprint", "is_up_to_date", "same_train_settings", "seed_coverage", "seed_records_covering", "single_seed_cell", "list_suites", "load_suite", "make_executor", "outcome_record", "parse_suite",
-    "plan", "prepare_sweep", "resolve_cell", "resolve_cells", "run_sweep", "suite_path",
-]
+__all__ = ["SweepEvent", "SweepResult", "make_executor", "run_sweep"]

@@ -55,12 +55,8 @@ from compbench.bench.cell.lifecycle import CellFailed, Outcome, Subject
 from compbench.bench.measure.core import Stopwatch, gpu_peak, reset_gpu_peak, rss_hwm_bytes
 from compbench.bench.results.record import Params
 from compbench.bench.tracks.posthoc_track import get_encoder
-from compbench.bench.tracks.train_settings import (  # noqa: F401 - re-exported: the settings live there
-    DEFAULT_D_MODEL,
-    EXTRA_KEYS,
+from compbench.bench.tracks.train_settings import (
     TrainSettings,
-    cell_seeds,
-    pretrained_dim,
     resolve_settings,
 )
 from compbench.errors import CompbenchError, DataError, UsageError
@@ -500,4 +496,4 @@ class TrainHooks:
         return nn.Embedding(subject.num_embeddings, subject.dim)
 
 
-__all__ = ["TrainHooks", "TrainSettings", "cell_seeds", "evaluate_accuracy", "resolve_settings", "train_seed"]
+__all__ = ["TrainHooks", "evaluate_accuracy", "train_seed"]
