@@ -26,8 +26,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from compbench.bench.record import Record
-from compbench.bench.store import ResultStore
+from compbench.bench.results.record import Record
+from compbench.bench.results.record_store import ResultStore
 from compbench.leaderboard.frame import aggregate, to_frame
 
 VARLEN_COMMIT = "dce9480"

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 sys.path.insert(0, str(TESTS))
 
-from compbench.bench.record import Record  # noqa: E402
-from compbench.bench.store import ResultStore, load_record  # noqa: E402
+from compbench.bench.results.record import Record  # noqa: E402
+from compbench.bench.results.record_store import ResultStore, load_record  # noqa: E402
 from compbench.errors import RecordError  # noqa: E402
 from test_sweep_faults import _cmd, _env, _summary, _workers_of  # noqa: E402
 

@@ -5,7 +5,7 @@ Runs on one CUDA device, in well under 5 minutes, and prints one Markdown table 
 check, status, figures, seconds), then one summary line:
 
 1. ``lookup <method> <budget>``: dense vs compressed lookup of the MiniLM token table, timed with
-   CUDA events (``compbench.bench.measure.compare_lookup``), for a few cheap posthoc methods;
+   CUDA events (``compbench.bench.measure.core.compare_lookup``), for a few cheap posthoc methods;
 2. ``memory``: peak allocated and reserved CUDA memory over the lookup checks, after
    ``torch.cuda.reset_peak_memory_stats``, plus a probe that a known allocation shows in the peak;
 3. ``posthoc cell``: ``compbench run --method svd --budget 10x --device cuda`` end to end (score, fit
@@ -139,9 +139,9 @@ def lookup_checks(rows: list[Row], device: Any, sizes: Sizes) -> None:
     import torch
     from torch import nn
 
-    from compbench.bench.accounting import stored_bytes
-    from compbench.bench.budget import Budget, reference_bytes
-    from compbench.bench.measure import compare_lookup, gpu_peak, reset_gpu_peak
+    from compbench.bench.cell.accounting import stored_bytes
+    from compbench.bench.cell.budget import Budget, reference_bytes
+    from compbench.bench.measure.core import compare_lookup, gpu_peak, reset_gpu_peak
     from compbench.methods import get_method
     from compbench.models.encoder import SentenceEncoder
 
@@ -200,7 +200,7 @@ def lookup_checks(rows: list[Row], device: Any, sizes: Sizes) -> None:
 
     def memory() -> str:
         if not cuda:
-            from compbench.bench.measure import peak_rss_bytes
+            from compbench.bench.measure.core import peak_rss_bytes
 
             return f"cpu: peak RSS {mib(peak_rss_bytes())} (CUDA allocator stats apply on cuda only)"
         peak = gpu_peak(device) or {}
@@ -401,13 +401,13 @@ def main(argv: list[str] | None = None) -> int:
             props = torch.cuda.get_device_properties(device)
             return (f"{torch.cuda.get_device_name(device)} ({props.total_memory / 2**30:.0f} GiB), torch "
                     f"{torch.__version__}, CUDA {torch.version.cuda}")
-        from compbench.bench.measure import device_name
+        from compbench.bench.measure.core import device_name
 
         return f"cpu dry run ({device_name(device)}), torch {torch.__version__}, 1 thread"
 
     timed(rows, "device", describe)
     if rows[0].status == "ok":
-        from compbench.bench.measure import apply_threads, available_cpus
+        from compbench.bench.measure.core import apply_threads, available_cpus
 
         apply_threads(1 if device.type == "cpu" else available_cpus())
         if args.out is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compbench.bench.accounting import count_params, stored_bytes, tensor_bytes
+from compbench.bench.cell.accounting import count_params, stored_bytes, tensor_bytes
 from compbench.methods import get_method
 from compbench.methods.packing import pack, packed_width, unpack
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compbench.bench.accounting import count_params, stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import count_params, stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
 from compbench.methods import get_method
 from compbench.methods.ade import choose, distill, nn_omp, threshold
@@ -181,7 +181,7 @@ def test_vp_lookup_equals_naive_two_stage_exactly(adt: torch.dtype) -> None:
 def test_lookup_variants_time_the_naive_path_in_the_same_rotation() -> None:
     """ADE declares its naive two-stage lookup as a variant; the harness times it with VP and dense on the same
     ids (what ``compbench ade-lookup`` reports) and checks the outputs are bitwise equal."""
-    from compbench.bench.measure import compare_lookup
+    from compbench.bench.measure.core import compare_lookup
     from compbench.methods import get_method
 
     emb = _random_emb(v=300, d=16, k=20, s=4)

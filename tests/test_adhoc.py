@@ -43,8 +43,8 @@ def _cls(tmp_path, name="cls.csv", split=False, labels=None):
 
 
 def test_sts_happy_path_record_names_the_file(tmp_path, shared_cache):
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
+    from compbench.bench.cell.runner import run_cell
+    from compbench.bench.results.record_store import ResultStore
     from compbench.config import RunConfig
     from compbench.datasets import file_sha256
 

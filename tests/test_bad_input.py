@@ -259,7 +259,7 @@ def test_click_usage_errors_exit_2(args: list[str]) -> None:
 
 def test_markup_like_text_from_records_and_suites_is_printed_literally(tmp_path: Path) -> None:
     """Record fields and suite names are data, never rich markup (an unmatched ``[/x]`` used to crash)."""
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
     from tests_support import make_record
 
     rec = make_record(status="failed", main=None)
@@ -278,7 +278,7 @@ def test_markup_like_text_from_records_and_suites_is_printed_literally(tmp_path:
 
 
 def test_unexpected_exception_is_one_line_and_debug_reraises(monkeypatch: pytest.MonkeyPatch) -> None:
-    import compbench.bench.runner as runner
+    import compbench.bench.cell.runner as runner
 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("something broke\nsecond line of detail")
@@ -376,7 +376,7 @@ def _corruptions(good_text: str) -> dict[str, bytes]:
 @pytest.fixture()
 def corrupted(tmp_path: Path) -> tuple[Path, list[Path], int]:
     """A results folder with 4 good records and one corrupted file of each kind (paths returned)."""
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
     from tests_support import make_record
 
     store = ResultStore(tmp_path / "results")
@@ -394,7 +394,7 @@ def corrupted(tmp_path: Path) -> tuple[Path, list[Path], int]:
 
 
 def test_store_reports_each_corrupted_record_with_its_path(corrupted: tuple[Path, list[Path], int]) -> None:
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
 
     root, bad, n_good = corrupted
     good, problems = ResultStore(root).load_all()
@@ -437,8 +437,8 @@ def test_show_refuses_each_corrupted_record_in_one_line(corrupted: tuple[Path, l
 def test_resumed_sweep_replaces_a_corrupted_record_and_keeps_the_rest(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import test_sweep_fakes
-    from compbench.bench.runner import TRACK_RUNNERS
-    from compbench.bench.store import ResultStore
+    from compbench.bench.cell.context import TRACK_RUNNERS
+    from compbench.bench.results.record_store import ResultStore
 
     monkeypatch.setitem(TRACK_RUNNERS, "posthoc", test_sweep_fakes.FAKE_RUNNER)
     for var in [v for v in os.environ if v.startswith("COMPBENCH_FAKE_")]:

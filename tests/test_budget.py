@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import BudgetError
 
 MINILM_REF = 30522 * 384 * 4  # 46,881,792

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compbench.bench.compare import compare_dirs, compare_records, to_markdown
-from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, Params, Record, TaskInfo, cell_key
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.identity import cell_key
+from compbench.bench.results.compare import compare_dirs, compare_records, to_markdown
+from compbench.bench.results.record import BudgetInfo, DeviceInfo, MethodInfo, Params, Record, TaskInfo
+from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.errors import UsageError
 

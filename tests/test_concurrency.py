@@ -6,7 +6,7 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-from compbench.bench.store import ResultStore
+from compbench.bench.results.record_store import ResultStore
 
 
 def _writer(root: str, worker: int, n: int) -> None:

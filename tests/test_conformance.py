@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from compbench import testing as T
-from compbench.bench.accounting import stored_bytes
+from compbench.bench.cell.accounting import stored_bytes
 from compbench.errors import TrackError, UnattainableBudgetError
 from compbench.methods import get_method, list_methods
 
@@ -84,7 +84,7 @@ def test_unsupported_mode_is_a_clear_error(name: str) -> None:
 
 # -- "derivable state costs 0 bytes", checked ------------------------------------------------------
 #
-# Stored bytes are the bytes of the state_dict (bench/accounting.py). Anything a module keeps outside
+# Stored bytes are the bytes of the state_dict (bench/cell/accounting.py). Anything a module keeps outside
 # its state_dict -- non-persistent buffers, plain attributes -- is free, which is only honest when it
 # is a function of the configuration and the seed. The two tests below check that, for every method and
 # mode: a module rebuilt *without the data* (posthoc: compressed from another table of the same shape;

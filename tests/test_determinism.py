@@ -31,9 +31,10 @@ import numpy as np
 import pytest
 import torch
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
-from compbench.bench.runner import TRACK_RUNNERS, run_cell
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.runner import run_cell
 from compbench.config import RunConfig
 from compbench.errors import UnattainableBudgetError
 from compbench.methods import get_method, list_methods

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from compbench.artifact import ArtifactError, apply, load_embedding
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget
 from compbench.errors import UnattainableBudgetError, UsageError
 from compbench.export import write_artifact
 from compbench.methods import get_method, list_methods

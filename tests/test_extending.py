@@ -55,7 +55,7 @@ def test_an_installed_entry_point_is_a_method_everywhere(installed: Path, tmp_pa
 
 
 def _threads() -> int:
-    from compbench.bench.measure import available_cpus
+    from compbench.bench.measure.core import available_cpus
 
     return available_cpus()
 

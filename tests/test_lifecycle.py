@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import test_sweep_fakes
-from compbench.bench.runner import TRACK_RUNNERS, prepare, run_cell
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.context import TRACK_RUNNERS, prepare
+from compbench.bench.cell.runner import run_cell
+from compbench.bench.results.record_store import ResultStore
 from compbench.config import RunConfig
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -95,7 +96,7 @@ def test_identity_and_key_from_one_function(config: RunConfig, key: str, width: 
 
 
 def test_ade_is_a_system_next_to_the_dense_model_of_its_width() -> None:
-    from compbench.bench.references import reference_config
+    from compbench.bench.cell.references import reference_config
 
     ctx = prepare(RunConfig(method="ade", budget="40x", track="train", task="trec", threads=1, seeds=(0, 1, 2)))
     ref = prepare(reference_config(ctx.config, ctx))

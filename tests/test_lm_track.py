@@ -177,7 +177,7 @@ def test_a_tiny_lm_runs_end_to_end_in_both_modes_and_heals(tiny_lm: Path, tmp_pa
 def test_smollm2_dense_perplexity_matches_plain_transformers() -> None:
     """Our evaluation of the first 4 windows equals ``model(input_ids, labels=...)``'s loss per window, and the
     committed dense record (all 64 windows) holds those same per-window values and the pinned mean."""
-    from compbench.bench.lm_track import dense_hidden, evaluate_table
+    from compbench.bench.tracks.lm_track import dense_hidden, evaluate_table
     from compbench.models.lm import load_lm
 
     lm = load_lm("smollm2-135m")

@@ -1,4 +1,4 @@
-"""The measurement contract of bench/measure.py, tested on known inputs.
+"""The measurement contract of bench/measure/core.py, tested on known inputs.
 
 - throughput: a module that does the dense lookup k times gets ~1/k of the ratio, monotonically;
 - memory: a known allocation shows in its phase's peak delta and not in the next phase's;
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from compbench.bench import measure
-from compbench.bench.measure import (
+from compbench.bench.measure import core as measure
+from compbench.bench.measure.core import (
     MemoryPhases,
     Stopwatch,
     compare_lookup,
@@ -336,7 +336,7 @@ def test_phase_records_the_load_average_at_its_end(monkeypatch: pytest.MonkeyPat
 
 
 def test_local_executor_honours_a_declared_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compbench.bench.executors import LocalExecutor
+    from compbench.bench.sweeps.executors import LocalExecutor
 
     monkeypatch.delenv("COMPBENCH_CONCURRENT_CELLS", raising=False)
     assert LocalExecutor(jobs=1)._env()["COMPBENCH_CONCURRENT_CELLS"] == "1"

@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 import test_sweep_fakes
-from compbench.bench.memory_guard import ENV, available_bytes, check_memory, parse_bytes
-from compbench.bench.runner import TRACK_RUNNERS
-from compbench.bench.store import ResultStore
-from compbench.bench.suite import parse_suite
-from compbench.bench.sweep import make_executor, prepare_sweep, run_sweep
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.memory_guard import ENV, available_bytes, check_memory, parse_bytes
+from compbench.bench.cell.plan import prepare_sweep
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.suite import parse_suite
+from compbench.bench.sweeps.sweep import make_executor, run_sweep
 from compbench.cli import main
 from compbench.errors import MemoryRefusal, UsageError
 from compbench.methods import METHODS, get_method

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from compbench.bench.accounting import stored_bytes, stored_bytes_breakdown
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import stored_bytes, stored_bytes_breakdown
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import UnattainableBudgetError, UsageError
 from compbench.methods import get_method
 from compbench.methods.additive import aq_bytes

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import UnattainableBudgetError, UsageError
 from compbench.methods import get_method
 from compbench.methods.direction_ae import ae_bytes, alpha_at, direction_loss, mean_row_cosine

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
 from compbench.methods import get_method
 from compbench.methods.dhe import DHEEmbedding, dhe_bytes

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import UnattainableBudgetError
 from compbench.methods import get_method, list_methods
 from compbench.methods.dedup import split_blocks

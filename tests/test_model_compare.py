@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 from compbench.leaderboard.model_compare import agreement, comparison_rows, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -219,7 +219,7 @@ def _mpnet_installed() -> bool:
 @pytest.mark.skipif(not _mpnet_installed(),
                     reason="the extra compbench[mpnet] is not installed (scripts/setup.sh installs it)")
 def test_mpnet_dense_reproduces_published_mteb_score() -> None:
-    from compbench.bench.runner import run_cell
+    from compbench.bench.cell.runner import run_cell
     from compbench.config import RunConfig
 
     mpnet = named_model("all-mpnet-base-v2")
@@ -234,7 +234,7 @@ def test_mpnet_dense_reproduces_published_mteb_score() -> None:
 
 
 def test_the_default_model_resolves_to_the_bundled_folder_for_every_loader() -> None:
-    from compbench.bench.train_settings import pretrained_dim
+    from compbench.bench.tracks.train_settings import pretrained_dim
     from compbench.models.encoder import default_model_dir
 
     assert registry.local_model(None) == (str(default_model_dir()), "all-MiniLM-L6-v2")
@@ -248,7 +248,7 @@ def test_the_default_model_resolves_to_the_bundled_folder_for_every_loader() -> 
 def test_mpnet_on_the_train_track_uses_its_own_tokenizer_and_width(tmp_path: Path) -> None:
     """Issue 23: the train track takes ``--model all-mpnet-base-v2``: its tokenizer (30,527 ids), its width for
     pretrained-init methods (768, as in its config.json), and the model in the cell's key."""
-    from compbench.bench.train_settings import pretrained_dim
+    from compbench.bench.tracks.train_settings import pretrained_dim
     from compbench.tasks.train import load_tokenizer
 
     folder, name = registry.local_model("all-mpnet-base-v2")

@@ -47,8 +47,8 @@ def test_compressed_model_is_an_mteb_encoder(encoder):
 
 
 def test_run_mteb_on_a_local_task_writes_records(local_sts, shared_cache, tmp_path):
-    from compbench.bench.mteb_interop import run_mteb
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
+    from compbench.bench.tracks.mteb_interop import run_mteb
 
     recs = run_mteb("quant-int4", "7x", [local_sts()], threads=2, results=tmp_path, cache=shared_cache)
     (rec,) = recs
@@ -73,7 +73,7 @@ def test_run_mteb_on_a_local_task_writes_records(local_sts, shared_cache, tmp_pa
 
 
 def test_offline_fails_fast_naming_the_dataset(monkeypatch):
-    from compbench.bench.mteb_interop import run_mteb
+    from compbench.bench.tracks.mteb_interop import run_mteb
     from compbench.errors import DataError
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -85,7 +85,7 @@ def test_training_reports_steps_done_of_planned() -> None:
     import torch
     from torch import nn
 
-    from compbench.bench.train import SplitTensors, train_seed
+    from compbench.bench.tracks.train_track import SplitTensors, train_seed
     from compbench.models.classifier import BackboneConfig, build_classifier
     from compbench.tasks.train import TrainRecipe
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compbench.bench.runner import run_cell
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.runner import run_cell
+from compbench.bench.results.record_store import ResultStore
 from compbench.config import RunConfig
 from compbench.methods import METHODS
 from compbench.methods.base import DenseEmbedding, Method, MethodCard

@@ -9,10 +9,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget
-from compbench.bench.record import to_json
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget
+from compbench.bench.results.record import to_json
+from compbench.bench.results.record_store import ResultStore
 from compbench.errors import BudgetError, UnattainableBudgetError
 from compbench.methods import get_method
 from test_report import make_record as report_record
@@ -112,7 +112,7 @@ def test_any_json_document_loads_or_is_a_record_error(doc, how: str) -> None:
     import tempfile
     from pathlib import Path
 
-    from compbench.bench.store import load_record  # noqa: PLC0415
+    from compbench.bench.results.record_store import load_record  # noqa: PLC0415
     from compbench.errors import RecordError  # noqa: PLC0415
 
     if how == "merge" and isinstance(doc, dict):
@@ -134,7 +134,7 @@ def test_any_bytes_load_or_are_a_record_error(blob: bytes) -> None:
     import tempfile
     from pathlib import Path
 
-    from compbench.bench.store import load_record  # noqa: PLC0415
+    from compbench.bench.results.record_store import load_record  # noqa: PLC0415
     from compbench.errors import RecordError  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as d:
@@ -148,7 +148,7 @@ def test_any_bytes_load_or_are_a_record_error(blob: bytes) -> None:
 
 @given(st.integers())
 def test_migrate_accepts_exactly_the_known_versions(version: int) -> None:
-    from compbench.bench.record import SCHEMA_VERSION, SchemaError, migrate  # noqa: PLC0415
+    from compbench.bench.results.record import SCHEMA_VERSION, SchemaError, migrate  # noqa: PLC0415
 
     doc = {**_good_doc(), "schema_version": version}
     if 1 <= version <= SCHEMA_VERSION:
@@ -184,8 +184,8 @@ def test_older_records_migrate_to_the_current_schema_and_round_trip(score: float
     validates, and write -> read gives the identical current document."""
     import tempfile
 
-    from compbench.bench import record as record_mod  # noqa: PLC0415
-    from compbench.bench.store import ResultStore, load_record  # noqa: PLC0415
+    from compbench.bench.results import record as record_mod  # noqa: PLC0415
+    from compbench.bench.results.record_store import ResultStore, load_record  # noqa: PLC0415
     from tests_support import make_record  # noqa: PLC0415
 
     rec = make_record(main=score, seed=seed)

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compbench.bench.record import (
+from compbench.bench.cell.identity import cell_key
+from compbench.bench.results.record import (
     BudgetInfo,
     DeviceInfo,
     MethodInfo,
@@ -24,9 +25,8 @@ from compbench.bench.record import (
     Params,
     Record,
     TaskInfo,
-    cell_key,
 )
-from compbench.bench.store import ResultStore
+from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.leaderboard.frame import aggregate, combine_seed_groups, to_frame
 from compbench.leaderboard.report import MANIFEST, render_report, write_report
@@ -458,7 +458,7 @@ def test_a_failed_cell_without_a_reference_size_does_not_break_the_plots() -> No
 
 def test_report_progress_sees_every_page_in_order(tmp_path: Path) -> None:
     """``compbench report`` shows its pages as it draws them (issue 35): the callback gets each page once."""
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
     from compbench.leaderboard.report import write_report
 
     store = ResultStore(tmp_path / "r")

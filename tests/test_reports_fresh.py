@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.store import ResultStore
+from compbench.bench.results.record_store import ResultStore
 from compbench.leaderboard.report import MANIFEST, render_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_committed_reports_match_the_committed_records() -> None:
 
 def test_a_hand_edited_page_is_found(tmp_path: Path) -> None:
     """The checker itself, on a small store: a fresh render passes, an edited page and a left-over file fail."""
-    from compbench.bench.store import ResultStore as Store
+    from compbench.bench.results.record_store import ResultStore as Store
     from compbench.leaderboard.report import write_report
     from test_report import synthetic_records
 

@@ -168,7 +168,7 @@ def test_token_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path, tmp_pa
 def test_store_vector_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from compbench import config
-    from compbench.bench import store_track
+    from compbench.bench.tracks import store_track
     from compbench.tasks.store import corpus_sha256
 
     class Info:
@@ -197,7 +197,7 @@ def test_store_vector_cache_with_a_pickle_is_recomputed_not_loaded(marker: Path,
 def test_a_record_file_holding_a_pickle_is_refused_in_one_line(marker: Path, tmp_path: Path, protocol: int) -> None:
     from click.testing import CliRunner
 
-    from compbench.bench.store import ResultStore, load_record
+    from compbench.bench.results.record_store import ResultStore, load_record
     from compbench.cli import main
     from compbench.errors import RecordError
     from tests_support import make_record
@@ -220,7 +220,7 @@ def test_a_record_file_holding_a_pickle_is_refused_in_one_line(marker: Path, tmp
 def test_records_are_written_as_json_text(tmp_path: Path) -> None:
     import json
 
-    from compbench.bench.store import ResultStore
+    from compbench.bench.results.record_store import ResultStore
     from tests_support import make_record
 
     path = ResultStore(tmp_path).write(make_record())

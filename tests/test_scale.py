@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compbench.bench.runner import run_cell
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.runner import run_cell
+from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.config import RunConfig
 from compbench.leaderboard.scale_report import exponent, render_markdown, summarize, write_scale_report

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.record import SCHEMA_VERSION, cell_key, migrate, to_json
-from compbench.bench.store import LoadProblem, ResultStore, load_record
+from compbench.bench.cell.identity import cell_key
+from compbench.bench.results.record import SCHEMA_VERSION, migrate, to_json
+from compbench.bench.results.record_store import LoadProblem, ResultStore, load_record
 from compbench.errors import RecordError
 from tests_support import make_record  # noqa: E402,F401
 
@@ -86,7 +87,7 @@ def test_failed_write_leaves_previous_record(tmp_path: Path, monkeypatch: pytest
 
 def test_unwritable_results_folder_fails_before_any_work(tmp_path: Path) -> None:
     """A results path that cannot hold records is refused up front (prepare), so no finished cell is lost."""
-    from compbench.bench.runner import prepare
+    from compbench.bench.cell.context import prepare
     from compbench.config import RunConfig
     from compbench.errors import UsageError
 
@@ -118,7 +119,7 @@ def test_records_and_sidecars_respect_the_umask(tmp_path) -> None:  # noqa: ANN0
     import os
     import stat
 
-    from compbench.bench.store import ResultStore, file_mode
+    from compbench.bench.results.record_store import ResultStore, file_mode
 
     old = os.umask(0o022)
     try:

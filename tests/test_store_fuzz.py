@@ -22,11 +22,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compbench.bench.compare import compare_dirs
-from compbench.bench.plan import prepare_sweep
-from compbench.bench.record import Record
-from compbench.bench.store import ResultStore
-from compbench.bench.suite import load_suite
+from compbench.bench.cell.plan import prepare_sweep
+from compbench.bench.results.compare import compare_dirs
+from compbench.bench.results.record import Record
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.suite import load_suite
 from compbench.cli import main
 from compbench.errors import CompbenchError, NewerRecordError
 from compbench.leaderboard.report import write_report

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from compbench import config  # noqa: I001
-from compbench.bench import store_track
+from compbench.bench.tracks import store_track
 from compbench.tasks.store import (
     StoreContext,
     StoreSTSB,
@@ -158,8 +158,8 @@ def test_st_binary_agrees_with_sentence_transformers(vectors, pairs):
 
 
 def test_store_run_cell(shared_cache, vectors, cache_dir, tmp_path, monkeypatch):
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
+    from compbench.bench.cell.runner import run_cell
+    from compbench.bench.results.record_store import ResultStore
     from compbench.config import RunConfig
 
     monkeypatch.setattr(StoreSTSB, "_frames", StoreSTSBTestOnly._frames)  # the cached 500-pair store

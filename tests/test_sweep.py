@@ -10,26 +10,21 @@ import pytest
 from click.testing import CliRunner
 
 import test_sweep_fakes
-from compbench.bench.record import to_json
-from compbench.bench.runner import TRACK_RUNNERS
-from compbench.bench.store import ResultStore
-from compbench.bench.sweep import (
-    apply_overrides,
-    expand,
-    list_suites,
-    load_suite,
-    make_executor,
-    outcome_record,
-    parse_suite,
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.outcomes import outcome_record
+from compbench.bench.cell.plan import (
     plan,
     prepare_sweep,
     resolve_cell,
     resolve_cells,
-    run_sweep,
     same_train_settings,
     seed_coverage,
     seed_records_covering,
 )
+from compbench.bench.results.record import to_json
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.suite import apply_overrides, expand, list_suites, load_suite, parse_suite
+from compbench.bench.sweeps.sweep import make_executor, run_sweep
 from compbench.cli import main
 from compbench.errors import UnknownNameError, UsageError
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from compbench.bench.accounting import count_params, stored_bytes, stored_bytes_breakdown
-from compbench.bench.budget import reference_bytes
-from compbench.bench.provenance import collect
-from compbench.bench.record import Metrics, Params, Record, to_json
-from compbench.bench.runner import TRACK_RUNNERS
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.accounting import count_params, stored_bytes, stored_bytes_breakdown
+from compbench.bench.cell.budget import reference_bytes
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.provenance import collect
+from compbench.bench.results.record import Metrics, Params, Record, to_json
+from compbench.bench.results.record_store import ResultStore
 from compbench.tasks.posthoc import table_fidelity
 
 FAKE_RUNNER = "test_sweep_fakes:run_fake"
@@ -161,7 +161,7 @@ class FakeHooks:
         self.ctx = ctx
 
     def load(self, ctx: Any) -> Any:
-        from compbench.bench.lifecycle import Subject
+        from compbench.bench.cell.lifecycle import Subject
 
         table = fake_table()
         return Subject(num_embeddings=table.shape[0], dim=table.shape[1], model={"name": "fake-table"},
@@ -174,7 +174,7 @@ class FakeHooks:
     def evaluate(self, ctx: Any, subject: Any, module: torch.nn.Module, config: dict[str, Any], seed: int) -> Any:
         import numpy as np
 
-        from compbench.bench.lifecycle import Outcome
+        from compbench.bench.cell.lifecycle import Outcome
 
         specs = dict(s.split(":", 1) for s in os.environ.get("COMPBENCH_FAKE_ALLOC_MB", "").split(",") if ":" in s)
         mb = int(specs.get(ctx.method.card.name, "0"))

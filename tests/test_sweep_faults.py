@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.store import ResultStore
+from compbench.bench.results.record_store import ResultStore
 from compbench.errors import RecordError
 
 TESTS = Path(__file__).resolve().parent
@@ -71,7 +71,7 @@ def _workers_of(results: Path) -> list[int]:
             state = (d / "stat").read_text().split()[2]
         except OSError:
             continue
-        if b"compbench.bench.worker" in cmd and str(results).encode() in b" ".join(cmd) and state != "Z":
+        if b"compbench.bench.cell.worker" in cmd and str(results).encode() in b" ".join(cmd) and state != "Z":
             out.append(int(d.name))
     return out
 

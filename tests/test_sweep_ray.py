@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.compare import compare_dirs
-from compbench.bench.executors import LocalExecutor, RayExecutor
-from compbench.bench.store import ResultStore
-from compbench.bench.sweep import parse_suite, prepare_sweep, run_sweep
+from compbench.bench.cell.plan import prepare_sweep
+from compbench.bench.results.compare import compare_dirs
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.executors import LocalExecutor, RayExecutor
+from compbench.bench.sweeps.suite import parse_suite
+from compbench.bench.sweeps.sweep import run_sweep
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 

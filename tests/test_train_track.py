@@ -14,8 +14,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from compbench.bench.runner import prepare, run_cell
-from compbench.bench.store import ResultStore
+from compbench.bench.cell.context import prepare
+from compbench.bench.cell.runner import run_cell
+from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.config import RunConfig
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
@@ -276,8 +277,8 @@ def test_recorded_settings_replay(cache) -> None:
 def test_tuning_chooses_lr_and_patience_on_validation_only(cache, monkeypatch: pytest.MonkeyPatch) -> None:
     """--tune on, train track: 6 lr x patience candidates trained with seed 0 and scored on validation only (the
     test split is never evaluated while tuning); the seeds then train and test once with the choice."""
-    import compbench.bench.train as train_mod
-    from compbench.bench.train import recipe_space
+    import compbench.bench.tracks.train_track as train_mod
+    from compbench.bench.tracks.train_track import recipe_space
 
     calls: list[str] = []
     real = train_mod.evaluate_accuracy

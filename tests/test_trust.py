@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compbench.bench.identity import options_suffix
+from compbench.bench.cell.identity import options_suffix
 from compbench.cli import main
 from compbench.datasets.validate import check_table
 from compbench.errors import DataError, UsageError
@@ -139,7 +139,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_grows(tmp_path: Path) -> None:
 
 
 def test_suite_options_are_canonical_in_the_key(tmp_path: Path) -> None:
-    from compbench.bench.suite import expand, load_suite
+    from compbench.bench.sweeps.suite import expand, load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("name: t\ngrids:\n  - tasks: [posthoc/fidelity]\n    methods: [svd]\n    budgets: [10x]\n"
@@ -210,7 +210,7 @@ def test_a_store_cache_that_does_not_match_its_checksum_is_rebuilt_loudly(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from compbench import config
-    from compbench.bench import store_track
+    from compbench.bench.tracks import store_track
 
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     texts = ["a", "b", "c"]
@@ -232,7 +232,7 @@ def test_a_store_cache_that_does_not_match_its_checksum_is_rebuilt_loudly(tmp_pa
 
 def test_an_old_store_cache_gets_its_checksum_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from compbench import config
-    from compbench.bench import store_track
+    from compbench.bench.tracks import store_track
 
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     texts = ["a", "b"]

@@ -1,4 +1,4 @@
-"""Tuning on validation data (compbench.bench.tuning): never reads test items, fits the budget, deterministic."""
+"""Tuning on validation data (compbench.bench.cell.tuning): never reads test items, fits the budget, deterministic."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import test_sweep_fakes
-from compbench.bench.lifecycle import Outcome
-from compbench.bench.runner import TRACK_RUNNERS, run_cell
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.lifecycle import Outcome
+from compbench.bench.cell.runner import run_cell
 from compbench.config import RunConfig
 from compbench.tasks import TASKS
 from compbench.tasks.base import Task, TaskCard
@@ -80,7 +81,7 @@ def test_tuning_reads_validation_only_and_a_poisoned_test_split_changes_nothing(
 
 def test_the_chosen_configuration_fits_the_budget_and_tuning_is_deterministic(tunable: None,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from compbench.bench import tuning
+    from compbench.bench.cell import tuning
 
     # the cost cap is wall-clock (10x the default candidate's time), so on a loaded machine two runs may stop
     # after different candidates; with the cap off, the same inputs must give the same search and choice

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 from compbench.leaderboard.tuning_compare import agreement, has_tuning_space, render_markdown, tuning_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import test_sweep_fakes
-from compbench.bench.plan import is_up_to_date, resolve_cell
-from compbench.bench.runner import TRACK_RUNNERS, run_cell
-from compbench.bench.store import ResultStore
-from compbench.bench.suite import apply_overrides, parse_suite
-from compbench.bench.sweep import make_executor, prepare_sweep, run_sweep
+from compbench.bench.cell.context import TRACK_RUNNERS
+from compbench.bench.cell.plan import is_up_to_date, prepare_sweep, resolve_cell
+from compbench.bench.cell.runner import run_cell
+from compbench.bench.results.record_store import ResultStore
+from compbench.bench.sweeps.suite import apply_overrides, parse_suite
+from compbench.bench.sweeps.sweep import make_executor, run_sweep
 from compbench.config import RunConfig
 from compbench.errors import UsageError
 
@@ -64,7 +65,7 @@ def test_evaluation_and_lookup_timing_have_the_same_deadline(tmp_path: Path, fak
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 34 (bounded work everywhere): the limit also bounds each seed's evaluation and the lookup timing."""
     import test_sweep_fakes as fakes
-    from compbench.bench import lifecycle
+    from compbench.bench.cell import lifecycle
 
     def slow(*args: object, **kwargs: object) -> object:
         for _ in range(600):  # Python-level steps: the interrupt stops them

@@ -94,8 +94,8 @@ def test_dense_analogy_reference(glove):
 
 
 def test_words_run_cell_svd_and_dense(tmp_path):
-    from compbench.bench.runner import run_cell
-    from compbench.bench.store import ResultStore
+    from compbench.bench.cell.runner import run_cell
+    from compbench.bench.results.record_store import ResultStore
     from compbench.config import RunConfig
 
     store = ResultStore(tmp_path)
@@ -118,7 +118,7 @@ def test_words_run_cell_svd_and_dense(tmp_path):
 
 
 def test_words_rejects_other_models():
-    from compbench.bench.runner import run_cell
+    from compbench.bench.cell.runner import run_cell
     from compbench.config import RunConfig
     from compbench.errors import UsageError
 
@@ -160,7 +160,7 @@ def test_word_sets_split_into_disjoint_halves_by_a_fixed_rule():
 
 
 def test_words_tuning_reads_only_the_validation_half_and_a_poisoned_test_half_changes_nothing(monkeypatch):
-    from compbench.bench.runner import run_cell
+    from compbench.bench.cell.runner import run_cell
     from compbench.config import RunConfig
     from compbench.tasks import words as words_mod
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from compbench.bench.record import BudgetInfo, DeviceInfo, MethodInfo, Record, TaskInfo, cell_key
+from compbench.bench.cell.identity import cell_key
+from compbench.bench.results.record import BudgetInfo, DeviceInfo, MethodInfo, Record, TaskInfo
 
 
 def make_record(method: str = "svd", budget: str = "10x", seed: int = 0, main: float | None = 0.5,

@@ -2,8 +2,8 @@
 
 Public API (library first; the CLI is a thin layer over these):
 
-- :func:`compbench.bench.runner.run_cell` runs one (method, budget, task, device, seed) cell.
-- :class:`compbench.bench.budget.Budget` parses and resolves memory budgets.
+- :func:`compbench.bench.cell.runner.run_cell` runs one (method, budget, task, device, seed) cell.
+- :class:`compbench.bench.cell.budget.Budget` parses and resolves memory budgets.
 - :func:`compbench.methods.get_method` / :func:`compbench.methods.list_methods` query the method registry.
 - :func:`compbench.tasks.get_task` / :func:`compbench.tasks.list_tasks` query the task registry.
 - :func:`compbench.load_embedding` loads an artifact written by ``compbench export``; :func:`compbench.apply` puts

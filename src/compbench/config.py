@@ -75,9 +75,9 @@ class RunConfig:
             calibration corpus for the MiniLM vocabulary, else a Zipf law) or ``uniform``; recorded.
         seeds: train track: several seeds aggregated into one record (mean +- std).
         tune: choose the method's options for the budget on the task's validation split first
-            (:mod:`compbench.bench.tuning`); a tuned cell is its own variant (key ``<method>+tuned``).
+            (:mod:`compbench.bench.cell.tuning`); a tuned cell is its own variant (key ``<method>+tuned``).
         max_fit_seconds: stop a fit that runs longer (seconds, summed over seeds) and record the cell as
-            ``timeout`` (:mod:`compbench.bench.watchdog`); ``None`` or 0: no limit. Not part of the key.
+            ``timeout`` (:mod:`compbench.bench.cell.watchdog`); ``None`` or 0: no limit. Not part of the key.
     """
 
     method: str

@@ -1,7 +1,7 @@
 """``compbench export``: fit a method at a budget on a track's table and write a self-contained artifact.
 
 The artifact's format and its loader are :mod:`compbench.artifact`. :func:`export_cell` resolves the cell exactly
-as ``compbench run`` does (:func:`compbench.bench.context.prepare`: names, options, budget), loads the track's
+as ``compbench run`` does (:func:`compbench.bench.cell.context.prepare`: names, options, budget), loads the track's
 table through the track's own ``load`` hook, configures the method for the budget and compresses with the cell's
 seed: the same fit the cell's record came from (every posthoc fit is deterministic under its seed, which the
 determinism tests hold), so the artifact's module is the record's module. When the results folder holds the
@@ -31,11 +31,11 @@ from compbench.artifact import (
     describe_module,
     load_embedding,
 )
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.context import prepare, seed_everything
-from compbench.bench.measure import apply_threads, compare_lookup
-from compbench.bench.runner import track_hooks
-from compbench.bench.store import ResultStore, file_mode
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.context import prepare, seed_everything
+from compbench.bench.cell.runner import track_hooks
+from compbench.bench.measure.core import apply_threads, compare_lookup
+from compbench.bench.results.record_store import ResultStore, file_mode
 from compbench.errors import CompbenchError, UsageError
 from compbench.hashing import sha256_file
 
@@ -92,7 +92,7 @@ def write_artifact(module: nn.Module, out: Path | str, facts: dict[str, Any], *,
 
 def decode_speed(module: nn.Module, *, iters: int = 30, seed: int = 0) -> dict[str, Any]:
     """Lookup speed of ``module`` vs ``nn.Embedding`` of its materialised table, same ids, same process
-    (1 thread, Zipf ids: :func:`compbench.bench.measure.compare_lookup`)."""
+    (1 thread, Zipf ids: :func:`compbench.bench.measure.core.compare_lookup`)."""
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

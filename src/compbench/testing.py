@@ -9,7 +9,7 @@ The same checks run over the whole registry in ``tests/test_conformance.py``; a 
 What is checked, in every mode the card lists, on a seeded 300 x 48 table with low intrinsic dimension:
 
 - **budget**: the configuration for the first attainable of 10x, 4x, 2x, 1x stores no more bytes than allowed, as
-  the harness counts them (the state_dict's bytes, :func:`compbench.bench.accounting.stored_bytes`), and an
+  the harness counts them (the state_dict's bytes, :func:`compbench.bench.cell.accounting.stored_bytes`), and an
   impossible budget (1 byte) raises ``UnattainableBudgetError`` naming a smallest budget that is attainable;
 - **shape**: ``forward(ids [B, L])`` is ``[B, L, d]`` and finite, ``materialize()`` is ``[V, d]`` and agrees with it;
 - **determinism**: the same seed gives the same configuration and a bit-identical table;
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compbench.bench.accounting import stored_bytes
-from compbench.bench.budget import Budget, reference_bytes
+from compbench.bench.cell.accounting import stored_bytes
+from compbench.bench.cell.budget import Budget, reference_bytes
 from compbench.errors import CompbenchError, UnattainableBudgetError
 from compbench.methods import Method, get_method
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from compbench.bench.validate import check_seed, check_threads
+from compbench.bench.cell.validate import check_seed, check_threads
 from compbench.cli.common import console, handle_errors, quiet_libraries
 from compbench.cli.types import PATH
 from compbench.config import RunConfig, default_results_dir
@@ -41,8 +41,8 @@ def ade_lookup(budget: str, device: str, threads: int | None, iters: int, seed: 
                quick: bool, results: Path | None, as_json: bool) -> None:
     """Time ADE's VP lookup, the naive CSR two-stage lookup and the dense MiniLM table in one run (and record it)."""
     quiet_libraries()
-    from compbench.bench.runner import run_cell  # heavy: torch
-    from compbench.bench.store import ResultStore  # heavy: numpy
+    from compbench.bench.cell.runner import run_cell  # heavy: torch
+    from compbench.bench.results.record_store import ResultStore  # heavy: numpy
 
     if iters < 1:
         raise UsageError("--iters must be >= 1")

@@ -81,8 +81,8 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
 @handle_errors
 def show(path: Path, as_json: bool) -> None:
     """Pretty-print a result record."""
-    from compbench.bench.record import to_json  # heavy: pydantic
-    from compbench.bench.store import load_record  # heavy: numpy
+    from compbench.bench.results.record import to_json  # heavy: pydantic
+    from compbench.bench.results.record_store import load_record  # heavy: numpy
 
     record = load_record(path)
     if as_json:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from compbench.bench.plugins import import_plugins
-from compbench.bench.validate import check_seed, check_threads
+from compbench.bench.cell.plugins import import_plugins
+from compbench.bench.cell.validate import check_seed, check_threads
 from compbench.cli.common import console, handle_errors, parse_options
 from compbench.cli.types import BATCH_SIZE, PATH
 from compbench.config import default_results_dir
@@ -41,8 +41,8 @@ def mteb_command(method: str, budget: str, tasks: str, model: str | None, option
                  dense: bool, imports: tuple[str, ...] = ()) -> None:
     """Run MTEB tasks with the encoder's token table compressed by METHOD at BUDGET (needs the tasks' data:
     online, or already in the Hugging Face cache)."""
-    from compbench.bench.measure import resolve_device  # heavy: torch
-    from compbench.bench.mteb_interop import run_mteb  # heavy: torch
+    from compbench.bench.measure.core import resolve_device  # heavy: torch
+    from compbench.bench.tracks.mteb_interop import run_mteb  # heavy: torch
 
     import_plugins(imports)
     check_threads(threads)

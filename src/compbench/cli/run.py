@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from compbench.bench.plugins import import_plugins
-from compbench.bench.validate import check_seed, check_seeds, check_threads
+from compbench.bench.cell.plugins import import_plugins
+from compbench.bench.cell.validate import check_seed, check_seeds, check_threads
 from compbench.cli.common import console, err_console, handle_errors, parse_options
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import RunConfig, default_results_dir
@@ -99,10 +99,10 @@ def run(method: str, budget: str, track: str, task: str | None, device: str, thr
     Every run first plans the cell (what --dry-run prints): names, options, budget and attainability are
     checked before a model is loaded.
     """
-    from compbench.bench.dryrun import plan_cell  # heavy: torch
-    from compbench.bench.record import to_json  # heavy: pydantic
-    from compbench.bench.runner import run_cell  # heavy: torch
-    from compbench.bench.store import ResultStore  # heavy: numpy
+    from compbench.bench.cell.dryrun import plan_cell  # heavy: torch
+    from compbench.bench.cell.runner import run_cell  # heavy: torch
+    from compbench.bench.results.record import to_json  # heavy: pydantic
+    from compbench.bench.results.record_store import ResultStore  # heavy: numpy
 
     import_plugins(imports)
     check_threads(threads)
@@ -180,7 +180,7 @@ class PhaseDisplay:
     def report(self, event: str, what: str, seconds: float, done: int | None = None,
                total: int | None = None) -> None:
         """``progress(event, what, seconds, done=None, total=None)`` (see
-        :class:`compbench.bench.context.CellContext`)."""
+        :class:`compbench.bench.cell.context.CellContext`)."""
         import time
 
         if self.live is None:

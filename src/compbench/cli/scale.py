@@ -40,7 +40,7 @@ def scale_command(click_ctx: click.Context, methods: str | None, tasks: str | No
     Runs the shipped ``scale`` suite (each cell in its own process, resumable like any sweep), then writes
     scale.md, scale.json and two log-log plots with the fitted exponents.
     """
-    from compbench.bench.store import ResultStore  # heavy: numpy
+    from compbench.bench.results.record_store import ResultStore  # heavy: numpy
     from compbench.leaderboard.scale_report import write_scale_report  # heavy: numpy
 
     root = results or default_results_dir()

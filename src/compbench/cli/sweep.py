@@ -1,4 +1,4 @@
-"""``compbench sweep`` and ``compbench compare``: thin CLI wrappers over bench.sweep and bench.compare."""
+"""``compbench sweep`` and ``compbench compare``: thin CLI wrappers over bench.sweeps.sweep and bench.results.compare."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from compbench.bench.validate import check_seeds, check_threads
+from compbench.bench.cell.plugins import import_plugins
+from compbench.bench.cell.validate import check_seeds, check_threads
 from compbench.cli.common import console, err_console, handle_errors
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import default_results_dir
@@ -95,15 +96,10 @@ def sweep(suite_arg: str | None, suite_opt: str | None, methods: str | None, bud
     Re-running the same command resumes: cells with an up-to-date record are reused. Exit codes:
     0 all cells ok/skipped/over budget, 1 some cell failed or timed out, 2 usage error, 130 interrupted.
     """
-    from compbench.bench.store import ResultStore  # heavy: numpy
-    from compbench.bench.sweep import (  # heavy: torch
-        apply_overrides,
-        import_plugins,
-        load_suite,
-        make_executor,
-        prepare_sweep,
-        run_sweep,
-    )
+    from compbench.bench.cell.plan import prepare_sweep  # heavy: torch
+    from compbench.bench.results.record_store import ResultStore  # heavy: numpy
+    from compbench.bench.sweeps.suite import apply_overrides, load_suite  # heavy: torch
+    from compbench.bench.sweeps.sweep import make_executor, run_sweep  # heavy: torch
 
     if suite_arg and suite_opt:
         raise UsageError("give the suite either as an argument or with --suite, not both")
@@ -209,7 +205,7 @@ def compare(base: Path, new: Path, markdown: Path | None, allow_missing: bool, a
     Status, stored bytes and params must match exactly; the main score must stay within the task's
     tolerance; throughput is reported but not gating; a changed method/task version is not comparable.
     """
-    from compbench.bench.compare import compare_dirs, to_markdown  # heavy: numpy
+    from compbench.bench.results.compare import compare_dirs, to_markdown  # heavy: numpy
 
     comp = compare_dirs(base, new, allow_missing=allow_missing)
     for role, problems in (("base", comp.base_problems), ("new", comp.new_problems)):

@@ -1,7 +1,7 @@
 """The token-frequency tables: how often each token id occurs in the shipped calibration corpus (the train splits of
 the shipped datasets, MiniLM WordPiece), and the counts a track writes for its own tokenizer into
-``<cache>/compbench/token-frequency/`` (the lm track: :mod:`compbench.bench.lm_calibration`). Read by the lookup
-workload (:func:`compbench.bench.measure.lookup_ids`) and by the frequency-aware methods (tiered, mde, the VLDB
+``<cache>/compbench/token-frequency/`` (the lm track: :mod:`compbench.bench.tracks.lm_calibration`). Read by the lookup
+workload (:func:`compbench.bench.measure.core.lookup_ids`) and by the frequency-aware methods (tiered, mde, the VLDB
 helpers); training data only, never a test split.
 """
 
@@ -72,7 +72,7 @@ def load_token_frequencies(path: str | None = None) -> TokenFrequencies:
 def token_frequencies_for(vocab_size: int) -> TokenFrequencies | None:
     """Token counts for a ``vocab_size``-row vocabulary: the shipped MiniLM counts, else counts that a track wrote
     into ``<cache>/compbench/token-frequency/`` for its own tokenizer (the lm track counts the same calibration
-    sources with the LM's tokenizer, :func:`compbench.bench.lm_calibration.ensure_counts`); None when none match."""
+    sources with the LM's tokenizer, :func:`compbench.bench.tracks.lm_calibration.ensure_counts`); None when none match."""
     shipped = load_token_frequencies()
     if shipped.vocab_size == vocab_size:
         return shipped

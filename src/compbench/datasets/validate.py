@@ -1,7 +1,7 @@
 """The one validation gate for embedding tables, whatever loaded them (a bring-your-own file, GloVe, an
 encoder's token table, a store-vector cache, a synthetic scale table).
 
-The lifecycle (:func:`compbench.bench.lifecycle.execute`) calls :func:`check_table` on every track's table right
+The lifecycle (:func:`compbench.bench.cell.lifecycle.execute`) calls :func:`check_table` on every track's table right
 after loading it, so no method ever sees, and no record ever scores, a table that is not 2-D, not float,
 smaller than 2 x 2, or holds NaN or Inf; loaders may call it earlier for a message that names their file.
 The check runs in row chunks, so it needs no second copy of a large table.

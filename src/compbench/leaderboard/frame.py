@@ -31,8 +31,8 @@ from typing import Any
 
 import pandas as pd
 
-from compbench.bench.identity import CellIdentity
-from compbench.bench.record import Record, options_suffix
+from compbench.bench.cell.identity import CellIdentity, options_suffix
+from compbench.bench.results.record import Record
 
 #: Columns of :func:`to_frame`, in order.
 RECORD_COLUMNS = (

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 
 PROXY_MODEL = "all-MiniLM-L6-v2"
 PROXY_TASK = "stsb"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 
 REFERENCE_MODEL = "all-MiniLM-L6-v2"
 

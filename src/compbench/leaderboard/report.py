@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from compbench.bench.record import Record
-from compbench.bench.store import LoadProblem, ResultStore
+from compbench.bench.results.record import Record
+from compbench.bench.results.record_store import LoadProblem, ResultStore
 from compbench.errors import UsageError
 from compbench.leaderboard import plots, render
 from compbench.leaderboard.frame import aggregate, to_frame

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 from compbench.errors import CompbenchError
 from compbench.tasks import get_task
 

@@ -11,7 +11,7 @@
 - **Systems** are not ranked: a cell whose identity differs from the dense reference of its page only in
   its initialisation or its classifier head (ADE's own SAT classifier, initialised from the pretrained
   table) is shown next to the dense model of the same width in a table of its own, with its head's size
-  and cost, never in the ranking, the Pareto fronts or the overview (:mod:`compbench.bench.identity`).
+  and cost, never in the ranking, the Pareto fronts or the overview (:mod:`compbench.bench.cell.identity`).
 - **Uncertainty**: every score carries its 95% bootstrap interval when its records kept per-item outcomes
   (:mod:`compbench.stats`). At each budget, every rankable cell is compared with the best cell on the
   same test items (paired bootstrap of the difference); cells not significantly different from the best at

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from compbench.bench.record import Record
+from compbench.bench.results.record import Record
 from compbench.leaderboard.model_compare import _overlap, _ratio  # the same interval and budget rules
 
 Group = tuple[str, str, str, str]  # (track, task, model, budget)
@@ -112,7 +112,7 @@ def has_tuning_space(method: str) -> bool:
         m = get_method(method)
     except Exception:  # noqa: BLE001 - a record of a method no longer registered
         return False
-    return callable(getattr(m, "tuning_space", None))  # the hook bench/tuning.py looks for
+    return callable(getattr(m, "tuning_space", None))  # the hook bench/cell/tuning.py looks for
 
 
 def _chosen(s: dict[str, Any] | None, method: str) -> str:

@@ -9,7 +9,7 @@ memory budget into a :class:`CompressedEmbedding`:
 :meth:`Method.configure` picks the largest hyperparameters whose stored size fits
 ``budget_bytes`` and raises :class:`~compbench.errors.UnattainableBudgetError`
 (naming the smallest budget it can meet) otherwise. Methods never report their
-own bytes: the harness measures the returned module (``bench.accounting``).
+own bytes: the harness measures the returned module (``bench.cell.accounting``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class Method:
 
     def peak_memory_bytes(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any]) -> int:
         """Estimated peak resident bytes of ``compress`` on a ``V x d`` table at ``config``, the fp32 table itself
-        included; the harness refuses a cell whose estimate exceeds the memory available (bench/memory_guard.py).
+        included; the harness refuses a cell whose estimate exceeds the memory available (bench/cell/memory_guard.py).
         The default is ``memory_factor`` times the table's fp32 bytes plus 256 MiB of interpreter and libraries."""
         return int(self.memory_factor * num_embeddings * embedding_dim * 4) + (256 << 20)
 

@@ -18,7 +18,7 @@
 - *Against the dense model* (llama.cpp's quantisation figures): ``kl``, the mean over scored tokens of
   KL(dense || candidate) of the next-token distributions (nats), and ``top1``, how often the candidate's most
   likely next token is the dense model's. The dense distributions come from the dense model's final hidden
-  states, computed once per model and cached (:mod:`compbench.bench.lm_track`).
+  states, computed once per model and cached (:mod:`compbench.bench.tracks.lm_track`).
 
 The token count (64 x 512) keeps a SmolLM2 cell under about 10 minutes on 2 CPU threads: a 512-token forward
 pass takes about 1.6 s there, so an evaluation is about 2 minutes.

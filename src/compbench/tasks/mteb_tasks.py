@@ -5,7 +5,7 @@
 :func:`compressed_mteb_model` is the posthoc-track encoder with its token table replaced, as an mteb
 ``EncoderProtocol``; its ``mteb_model_meta`` keeps the base model's name and revision and carries the compression in
 ``experiment_kwargs`` (mteb's own mechanism for ablations), so mteb's result cache keeps compressed and dense runs
-apart. Running cells over mteb tasks is the harness' job: :func:`compbench.bench.mteb_interop.run_mteb`.
+apart. Running cells over mteb tasks is the harness' job: :func:`compbench.bench.tracks.mteb_interop.run_mteb`.
 """
 
 from __future__ import annotations

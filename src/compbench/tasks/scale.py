@@ -1,7 +1,7 @@
 """The ``scale`` track's tasks: one table shape each, scored by fidelity; what matters is the cost.
 
 A scale cell compresses one table at a budget and records what it costs -- fit time, peak memory (delta
-over the phase start, :mod:`compbench.bench.measure`), stored bytes -- and how faithful the result is
+over the phase start, :mod:`compbench.bench.measure.core`), stored bytes -- and how faithful the result is
 (mean row cosine and relative Frobenius error on a fixed sample of rows). ``compbench scale`` runs the grid
 of shapes x methods and fits how fit time and peak memory grow with ``V * d``.
 

@@ -1,7 +1,7 @@
 """Store-track tasks: compress a corpus' *sentence vectors* (a RAG / vector-store setting) and evaluate them.
 
 The dense encoder (all-MiniLM-L6-v2 by default, ``--model`` otherwise) encodes the task's
-corpus once (L2-normalised vectors, cached on disk by :mod:`compbench.bench.store_track`);
+corpus once (L2-normalised vectors, cached on disk by :mod:`compbench.bench.tracks.store_track`);
 the method compresses the ``n x d`` matrix of vectors at the budget relative to fp32
 (``n x d x 4`` bytes); the task scores the decoded vectors. Every vector of the corpus,
 queries included, is taken from the compressed store (symmetric search, as with binary /

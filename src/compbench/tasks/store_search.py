@@ -3,7 +3,7 @@
 Protocol (the decisions are here so a reader can check them):
 
 - **Store.** Every sentence-level text shipped with compbench, encoded once by the dense encoder and cached by
-  model and corpus sha256 (:func:`compbench.bench.store_track.corpus_vectors`): SST-2 (all splits), STS-B and
+  model and corpus sha256 (:func:`compbench.bench.tracks.store_track.corpus_vectors`): SST-2 (all splits), STS-B and
   MRPC (both sentences, all splits), MR, CR, SUBJ, MPQA, TREC and AG News (test), deduplicated in that order,
   minus the query texts: 131,876 vectors (1,446 queries). The two document collections (IMDB, 20 Newsgroups) are left out:
   their 68k long documents would cost more CPU time to encode than all the sentences together, and a sentence

@@ -1,7 +1,7 @@
 """Train-track tasks: text classification trained from scratch around a method's embedding layer.
 
 Every task fixes its data split and its training recipe (:class:`TrainRecipe`); the runner
-(``bench/train.py``) trains the backbone (``models/classifier.py``) with that recipe and reports
+(``bench/tracks/train_track.py``) trains the backbone (``models/classifier.py``) with that recipe and reports
 test accuracy of the checkpoint that scored best on the validation split.
 
 Splits (all seeded with :data:`SPLIT_SEED` = 0, independent of the run seed, so every seed and

@@ -1,0 +1,1 @@
+"""Measurement: lookup timing, memory phases, devices and threads; methods never time themselves."""

@@ -1,0 +1,1 @@
+"""Result records, the on-disk record store and comparing two result folders."""
