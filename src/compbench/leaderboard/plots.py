@@ -197,6 +197,20 @@ def _stacked_labels(ax: Any, marks: Sequence[tuple[float, str]], renderer: Any) 
             t.remove()
 
 
+def _front(ax: Any, xs: Sequence[float], ys: Sequence[float], where: str) -> None:
+    """The Pareto front: a thick grey staircase through its points, each ringed."""
+    if not xs:
+        return
+    ax.step(xs, ys, where=where, color=FRONT_COLOR, alpha=0.35, linewidth=5, solid_capstyle="round", zorder=2)
+    ax.scatter(xs, ys, s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+
+
+def _front_handle(label: str) -> Line2D:
+    """The legend entry of :func:`_front`."""
+    return Line2D([], [], color=FRONT_COLOR, alpha=0.35, linewidth=5, marker="o", markersize=9,
+                  markerfacecolor="none", markeredgecolor="black", label=label)
+
+
 def _legend(ax: Any, board: Leaderboard, colours: dict[str, tuple[str, str]], n_other: int,
             extra: Sequence[Any] = (), line: bool = True) -> None:
     handles = [Line2D([], [], color=col, marker=mk, markersize=6, linewidth=1.4 if line else 0,
@@ -236,11 +250,7 @@ def plot_bytes(board: Leaderboard) -> Plot | None:
                 ax.axvline(a, color="#afb8c1", linestyle=":", linewidth=0.9, zorder=1)
             if dense:
                 ax.axhline(dense[0]["main"], color=LABEL_COLOR, linestyle=(0, (1, 2)), linewidth=0.9, zorder=1)
-            if front:
-                ax.step([c["stored_bytes"] for c in front], [c["main"] for c in front], where="post",
-                        color=FRONT_COLOR, alpha=0.35, linewidth=5, solid_capstyle="round", zorder=2)
-                ax.scatter([c["stored_bytes"] for c in front], [c["main"] for c in front], s=120,
-                           facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+            _front(ax, [c["stored_bytes"] for c in front], [c["main"] for c in front], "post")
             for variant in [*others, *colours]:  # grey first, coloured on top
                 mine = sorted((c for c in cells if c["variant"] == variant), key=lambda c: c["stored_bytes"])
                 color, marker = colours.get(variant, (OTHER_COLOR, "o"))
@@ -273,8 +283,7 @@ def plot_bytes(board: Leaderboard) -> Plot | None:
         extra = [Line2D([], [], color=LABEL_COLOR, linestyle=(0, (1, 2)), linewidth=0.9, label="dense score")] \
             if dense else []
         if front:
-            extra.append(Line2D([], [], color=FRONT_COLOR, alpha=0.35, linewidth=5, marker="o", markersize=9,
-                                markerfacecolor="none", markeredgecolor="black", label="Pareto front"))
+            extra.append(_front_handle("Pareto front"))
         _legend(f.axes[-1], board, colours, len(others), extra)
         return f.render()
 
@@ -311,11 +320,7 @@ def plot_speed(board: Leaderboard) -> Plot | None:
                                  maximize_x=True, maximize_y=board.higher_is_better)
             front = sorted((c for c, fl in zip(mine, flags, strict=True) if fl),
                            key=lambda c: (c["throughput_ratio"], -c["main"]))
-            if front:
-                ax.step([c["throughput_ratio"] for c in front], [c["main"] for c in front], where="pre",
-                        color=FRONT_COLOR, alpha=0.35, linewidth=5, solid_capstyle="round", zorder=2)
-                ax.scatter([c["throughput_ratio"] for c in front], [c["main"] for c in front], s=120,
-                           facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+            _front(ax, [c["throughput_ratio"] for c in front], [c["main"] for c in front], "pre")
             for variant in [*others, *colours]:
                 color, marker = colours.get(variant, (OTHER_COLOR, "o"))
                 grey = variant not in colours
@@ -337,7 +342,6 @@ def plot_speed(board: Leaderboard) -> Plot | None:
         renderer = f.canvas.get_renderer()
         for ax in f.axes:
             _stacked_labels(ax, [(1.0, "dense speed")], renderer)
-        extra = [Line2D([], [], color=FRONT_COLOR, alpha=0.35, linewidth=5, marker="o", markersize=9,
-                        markerfacecolor="none", markeredgecolor="black", label="Pareto front (per panel)")]
+        extra = [_front_handle("Pareto front (per panel)")]
         _legend(f.axes[-1], board, colours, len(others), extra, line=False)
         return f.render()
