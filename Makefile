@@ -17,7 +17,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/mypy src/compbench/bench src/compbench/methods/base.py
+	$(VENV)/bin/mypy src/compbench/bench src/compbench/methods/base.py src/compbench/methods/options.py
 	$(VENV)/bin/lint-imports
 
 test: lint

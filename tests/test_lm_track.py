@@ -106,7 +106,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama (d = 32) with the bundled MiniLM WordPiece tokenizer, saved as a local HF folder."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from compbench.models.encoder import default_model_dir
+    from compbench.models.registry import default_model_dir
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))

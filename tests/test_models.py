@@ -235,7 +235,7 @@ def test_mpnet_dense_reproduces_published_mteb_score() -> None:
 
 def test_the_default_model_resolves_to_the_bundled_folder_for_every_loader() -> None:
     from compbench.bench.tracks.train_settings import pretrained_dim
-    from compbench.models.encoder import default_model_dir
+    from compbench.models.registry import default_model_dir
 
     assert registry.local_model(None) == (str(default_model_dir()), "all-MiniLM-L6-v2")
     assert registry.local_model("sentence-transformers/all-MiniLM-L6-v2")[1] == "all-MiniLM-L6-v2"

@@ -12,7 +12,6 @@ browser refuse any fetch or script even if something slipped through.
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from compbench.leaderboard.slugs import safe_component
 from compbench.leaderboard.table import (
     HEADLINE_BUDGETS,
     HEADLINE_ORDER,
@@ -39,20 +39,7 @@ BYTES_FRONT = "★"
 SPEED_FRONT = "◆"
 REGENERATE = "compbench report --results results --out reports"
 
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
 # --------------------------------------------------------------------------- formatting
-
-def safe_component(text: str) -> str:
-    """A path component that cannot escape the report folder: kept when it is plain
-    (``[A-Za-z0-9][A-Za-z0-9._+-]*``), else slugged with a short hash of the original."""
-    text = str(text)
-    if _SAFE.fullmatch(text) and text not in (".", ".."):
-        return text
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-+") or "x"
-    return f"{slug[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
 
 def fmt_score(x: float | None) -> str:
     """Scores: 4 decimals, or 3 significant digits in e-notation for tiny values (errors, MSE)."""

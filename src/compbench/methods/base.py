@@ -165,14 +165,13 @@ class Method:
 
     def __init__(self, **options: Any):
         options = canonical_options(self.card.name, options, self.option_ranges)
+        unknown = sorted(set(options) - set(self.card.options))  # card.options: derived from Options when declared
+        if unknown:
+            known = ", ".join(sorted(self.card.options)) or "none"
+            raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(quoted(u) for u in unknown)} "
+                             f"(options: {known})")
         if self.Options is not None:
             self.opts = validate_options(self.card.name, self.Options, options)  # typed values, defaults filled
-        else:
-            unknown = sorted(set(options) - set(self.card.options))
-            if unknown:
-                known = ", ".join(sorted(self.card.options)) or "none"
-                raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(quoted(u) for u in unknown)} "
-                                 f"(options: {known})")
         self.options = options  # canonical: one spelling per value, only what the user gave
 
     # -- budget -> hyperparameters -----------------------------------------
@@ -238,6 +237,13 @@ class Method:
     def has_tuning_space(self) -> bool:
         """Whether the method declares a tuning space (overrides :meth:`tuning_space`)."""
         return type(self).tuning_space is not Method.tuning_space
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option's value for this instance, the user's or the declared default (what ``run --dry-run``
+        shows); only the user's options for a method that declares no ``Options`` model."""
+        if self.Options is None:
+            return dict(self.options)
+        return self.opts.model_dump()
 
     def option(self, key: str, default: Any = None) -> Any:
         """The value of option ``key``: the user's, else the default declared in ``Options`` (typed by the model).

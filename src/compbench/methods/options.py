@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from compbench.errors import UsageError, quoted
@@ -195,6 +195,22 @@ class MethodOptions(BaseModel):
     immutable once validated, and a number given for a text option is taken as its text (``-o dtype=8``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choices_in_any_case(cls, data: Any) -> Any:
+        """A choice (a ``Literal`` option) in any case and with spaces around it: ``-o op=ADD`` is ``add``."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            base = _base_type(info.annotation) if info is not None else None
+            if isinstance(value, str) and get_origin(base) is Literal:
+                for choice in get_args(base):
+                    if isinstance(choice, str) and choice.lower() == value.strip().lower():
+                        out[key] = choice
+        return out
 
 
 _RANGE_KEY = "compbench_range"

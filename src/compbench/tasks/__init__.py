@@ -54,7 +54,7 @@ def get_task(track: str, name: str) -> Task:
         raise UnknownNameError(f"unknown track '{track}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
                                + f" (tracks: {', '.join(TRACKS)})")
     if ":" in name:  # bring-your-own data: sts:PATH, classification:PATH
-        from compbench.tasks.adhoc import make_adhoc_task  # cycle: compbench.tasks.adhoc
+        from compbench.tasks.adhoc import make_adhoc_task  # heavy: torch
 
         adhoc = make_adhoc_task(track, name)
         if adhoc is not None:
