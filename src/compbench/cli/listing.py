@@ -29,7 +29,7 @@ def options_table(model: Any) -> Table:
         rng = field_range(info)
         valid = rng.describe() if rng is not None else type_words(info)
         default = "chosen for the budget" if info.default is None else str(info.default)
-        t.add_row(escape(key), escape(default), escape(valid), escape(info.description or ""))
+        t.add_row(escape(f"-o {key}"), escape(default), escape(valid), escape(info.description or ""))
     return t
 
 

@@ -156,7 +156,7 @@ class Method:
         if model is None:
             return  # a method written against the older contract: card.options + option_ranges by hand
         card = cls.__dict__.get("card")
-        if card is not None and card.options:
+        if card is not None and card.options and dict(card.options) != option_help(model):  # a parent's card reused
             raise TypeError(f"method '{card.name}' declares its options in an Options model: its card must not "
                             "list them again")
         cls.option_ranges = option_ranges(model)
