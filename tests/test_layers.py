@@ -155,3 +155,12 @@ def test_lint_imports_keeps_the_layer_contract() -> None:
     exe = shutil.which("lint-imports") or str(REPO / ".venv/bin/lint-imports")
     proc = subprocess.run([exe], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0 and "BROKEN" not in proc.stdout, proc.stdout[-3000:]
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """One name, one module: ``report.py`` in two packages made every stack trace and every grep ambiguous."""
+    by_name: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name not in ("__init__.py", "__main__.py"):
+            by_name.setdefault(path.name, []).append(str(path.relative_to(SRC)))
+    assert {n: p for n, p in by_name.items() if len(p) > 1} == {}

@@ -231,7 +231,7 @@ def test_a_model_whose_weights_are_a_hostile_pickle_is_refused(marker: Path, tmp
     """``--model DIR`` with a ``pytorch_model.bin``: transformers loads it with torch.load(weights_only=True)."""
     from compbench.errors import DataError
     from compbench.models.encoder import SentenceEncoder
-    from compbench.models.registry import default_model_dir
+    from compbench.models.model_registry import default_model_dir
 
     model = tmp_path / "model"
     model.mkdir()

@@ -21,8 +21,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from compbench.leaderboard.slugs import safe_component
-from compbench.leaderboard.table import (
+from compbench.leaderboard.ranking import (
     HEADLINE_BUDGETS,
     HEADLINE_ORDER,
     Leaderboard,
@@ -30,6 +29,7 @@ from compbench.leaderboard.table import (
     cells_versions,
     headline_key,
 )
+from compbench.leaderboard.slugs import safe_component
 
 STATUS_TEXT = {"ok": "ok", "over_budget": "over budget", "failed": "failed", "skipped": "skipped",
                "timeout": "timeout"}
@@ -110,7 +110,7 @@ def short_sha(sha: str) -> str:
 
 def sha_range(facts: dict[str, Any]) -> str:
     """``git abc..def (3 commits)``: the sha of the oldest record .. the sha of the newest record, and the
-    number of distinct commits (see :func:`compbench.leaderboard.table.cells_versions`)."""
+    number of distinct commits (see :func:`compbench.leaderboard.ranking.cells_versions`)."""
     shas = facts["git_shas"]
     if not shas:
         text = "git sha unknown"

@@ -3,7 +3,7 @@
 Methods register at their definition with ``@METHODS.register("name")``; the
 map below adds every built-in as a lazy ``module:attr`` entry so heavy imports
 (faiss, ml_dtypes) happen only when the method is used. To add a method: write
-``methods/<name>.py`` with a :class:`~compbench.methods.base.Method` subclass,
+``methods/<name>.py`` with a :class:`~compbench.methods.method_base.Method` subclass,
 decorate it, and add a line here. The conformance tests pick it up.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import canonical_options
 from compbench.registry import Registry
 

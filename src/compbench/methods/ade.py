@@ -62,7 +62,7 @@ from compbench.methods.ade_model import (
     ade_stored_bytes,
     index_dtype,
 )
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, non_negative, opt
 
 PAPER = ("Demirci, Aptourachman & Kaya 2026, ADE: Adaptive Dictionary Embeddings (arXiv 2604.24940); "

@@ -41,7 +41,7 @@ from torch import nn
 
 from compbench.errors import UnattainableBudgetError, UsageError
 from compbench.methods import get_method
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, OptionRange, opt, option_help
 from compbench.methods.pca import PCAEmbedding
 from compbench.methods.svd import LowRankEmbedding

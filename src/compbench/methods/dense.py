@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, DenseEmbedding, Method, MethodCard, generator
+from compbench.methods.method_base import CompressedEmbedding, DenseEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, opt, positive
 
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS, streaming
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.streaming import row_blocks, rows_per_block, top_right_singular_vectors
 

@@ -39,9 +39,9 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.dhe import default_linear_init_
 from compbench.methods.lowrank import check_shape
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 MLPS = ("geglu", "linear")

@@ -31,8 +31,8 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 MERSENNE_PRIME = 2**31 - 1  # p of the universal hash family; ids must be < p

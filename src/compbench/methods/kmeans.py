@@ -29,7 +29,7 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, at_least, opt
 
 DEFAULT_NITER = 25  # faiss' default

@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import (
     as_int_list,

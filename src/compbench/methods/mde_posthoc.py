@@ -31,8 +31,8 @@ import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.mde import MDEmbedding, block_popularity, budget_dims, mde_bytes
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, OptionRange, at_least, opt
 from compbench.methods.streaming import project_rows, top_right_singular_vectors
 from compbench.methods.tiered import is_frequency_mode, row_counts

@@ -35,9 +35,9 @@ import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.dpq import DPQEmbedding, initial_codes
 from compbench.methods.lowrank import check_shape
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import (
     bits_for,

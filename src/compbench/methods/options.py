@@ -11,7 +11,7 @@ its valid values as an :class:`OptionRange`)::
 Everything else derives from that model (``Method.__init_subclass__``): the card's option help
 (``card.options``, what ``compbench list methods NAME`` shows with each option's type, default and valid values),
 the declared ranges (``Method.option_ranges``), the validation of user values, and the typed values a method reads
-(``self.option("rank")``, or ``self.opts.rank``). :meth:`Method.__init__ <compbench.methods.base.Method>` checks
+(``self.option("rank")``, or ``self.opts.rank``). :meth:`Method.__init__ <compbench.methods.method_base.Method>` checks
 every user value when the method is constructed, so ``-o rank=-5`` fails at once with a one-line UsageError
 (exit 2), before any work and also in sweeps (a sweep constructs every method while planning). Limits that depend
 on the table (``M`` must divide ``d``, ``K`` at most the training rows, a forced size must fit the budget) stay in

@@ -25,7 +25,7 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS, streaming
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import column_mean, largest_entry_signs, project_rows, top_right_singular_vectors
 

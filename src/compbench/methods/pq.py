@@ -47,8 +47,8 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.packing import unpack
 from compbench.methods.streaming import encode_blocks, rows_per_block

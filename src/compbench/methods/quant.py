@@ -24,7 +24,7 @@ import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.packing import pack, packed_width, unpack
 from compbench.methods.streaming import row_blocks, rows_per_block

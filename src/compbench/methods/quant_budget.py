@@ -34,8 +34,8 @@ from pydantic import BeforeValidator
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, row_bytes, unpack_rows
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.quant import QUANT_REFERENCE
 from compbench.methods.streaming import row_blocks, rows_per_block

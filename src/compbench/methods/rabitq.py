@@ -54,9 +54,9 @@ import numpy as np
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import unpack_rows
 from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import encode_blocks, rows_per_block
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.faiss_search import copy_into, index_searcher
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions
 
 ST_REFERENCE = ("Aarsen, Xenova, Reimers et al. 2024, 'Embedding Quantization' (sentence-transformers "

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import (
     DIRECT_MAX_ELEMENTS,

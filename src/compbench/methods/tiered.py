@@ -63,12 +63,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from compbench.checksums import sha256_file
 from compbench.datasets.frequencies import load_token_frequencies, token_frequencies_for
 from compbench.errors import DataError, UnattainableBudgetError, UsageError
-from compbench.hashing import sha256_file
 from compbench.methods import METHODS, get_method
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, unpack_rows
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, non_negative, opt
 from compbench.methods.streaming import row_blocks, rows_per_block
 

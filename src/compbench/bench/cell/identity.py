@@ -44,7 +44,7 @@ from typing import Any
 
 from compbench.bench.tracks.lm_settings import check_lm_extra, lm_mode, lm_tag
 from compbench.errors import CompbenchError, UsageError
-from compbench.models.registry import default_model_dir
+from compbench.models.model_registry import default_model_dir
 from compbench.tasks.train import TrainRecipe
 
 #: the bundled encoder (and tokenizer); a cell on it carries no model tag in its key
@@ -149,7 +149,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
     elif track == "lm":  # the model, its table's width and the mode; a healed cell is its own recipe (frame)
-        from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape  # heavy: torch
+        from compbench.models.causal_lm import DEFAULT_LM, lm_spec, table_shape  # heavy: torch
 
         extra = dict(config.extra or {})
         check_lm_extra(extra)

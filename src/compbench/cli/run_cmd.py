@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from compbench.bench.cell.input_checks import check_seed, check_seeds, check_threads
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.validate import check_seed, check_seeds, check_threads
 from compbench.cli.common import console, err_console, handle_errors, parse_options
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import RunConfig, default_results_dir

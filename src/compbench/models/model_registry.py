@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from compbench.checksums import file_lock, sha256_file
 from compbench.config import cache_dir
 from compbench.errors import DataError
-from compbench.hashing import file_lock, sha256_file
 
 #: files of a zip that are never extracted: pickled weights (weights load from safetensors only) and OS litter
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

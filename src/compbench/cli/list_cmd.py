@@ -10,12 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from compbench.cli.common import console, handle_errors
-from compbench.cli.run import print_record
+from compbench.cli.run_cmd import print_record
 from compbench.cli.types import PATH
 from compbench.datasets import get_dataset_card, list_datasets
 from compbench.errors import UsageError, quoted
 from compbench.tasks import TASKS, get_task
-from compbench.tasks.base import TRACKS
+from compbench.tasks.task_base import TRACKS
 
 
 def options_table(model: Any) -> Table:
