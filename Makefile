@@ -1,5 +1,5 @@
 # compbench: `make demo` sets up .venv and runs one benchmark cell; `make test` lints (ruff, mypy on bench/ and
-# methods/base.py, lint-imports: the one-way layers of .importlinter) and runs the fast test suite (everything not marked slow); `make test-slow` runs the end-to-end
+# methods/method_base.py, lint-imports: the one-way layers of .importlinter) and runs the fast test suite (everything not marked slow); `make test-slow` runs the end-to-end
 # checks marked slow; CI (.ci/run) runs both, and `make test-all` is the two in one.
 SHELL := /bin/bash
 VENV := .venv
@@ -17,7 +17,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/mypy src/compbench/bench src/compbench/methods/base.py
+	$(VENV)/bin/mypy src/compbench/bench src/compbench/methods/method_base.py src/compbench/methods/options.py
 	$(VENV)/bin/lint-imports
 
 test: lint

@@ -72,7 +72,7 @@ def test_list_methods_is_compact_and_a_name_shows_the_whole_card() -> None:
 
 
 def test_the_record_panel_shows_the_config_in_one_line() -> None:
-    from compbench.cli.run import one_line_config
+    from compbench.cli.run_cmd import one_line_config
 
     cfg = {"anchors": 512, "slots": 4, "fit_history": [1, 2, 3], "nested": {"a": 1}, "name": "x" * 200}
     line = one_line_config(cfg)

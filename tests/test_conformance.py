@@ -118,7 +118,7 @@ def test_state_dict_round_trip_is_bit_identical(name: str, mode: str, tiny_table
 
 def test_round_trip_check_catches_data_derived_free_state() -> None:
     """The checker itself: a 0-byte (non-persistent) buffer computed from the data is caught."""
-    from compbench.methods.base import CompressedEmbedding
+    from compbench.methods.method_base import CompressedEmbedding
 
     class Leaky(CompressedEmbedding):
         def __init__(self, table: torch.Tensor):
@@ -149,7 +149,7 @@ def test_plain_attribute_check_catches_hidden_state() -> None:
     """The checker itself: a tensor, an array or an opaque object in a plain attribute is flagged."""
     import numpy as np
 
-    from compbench.methods.base import DenseEmbedding
+    from compbench.methods.method_base import DenseEmbedding
 
     mod = DenseEmbedding(torch.zeros(4, 2))
     assert _plain_attribute_offenders(mod) == []

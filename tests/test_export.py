@@ -193,3 +193,13 @@ def test_export_cli_refuses_a_non_empty_folder_and_a_train_method(tmp_path: Path
                               timeout=300, check=False)
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_artifact_naming_a_renamed_module_still_loads() -> None:
+    """``methods/base.py`` became ``methods/method_base.py`` (issue 33): files written before name the old module."""
+    from compbench import artifact
+    from compbench.methods.method_base import DenseEmbedding
+
+    assert artifact._resolve("compbench.methods.base:DenseEmbedding") is DenseEmbedding
+    with pytest.raises(artifact.ArtifactError, match="does not have"):
+        artifact._resolve("compbench.methods.base:NoSuchClass")

@@ -107,7 +107,7 @@ def test_ade_is_a_system_next_to_the_dense_model_of_its_width() -> None:
 def test_committed_reports_never_mix_identities() -> None:
     """Every page of the committed leaderboard ranks cells of one identity; systems stay out of the ranking."""
     from compbench.leaderboard.frame import aggregate, to_frame
-    from compbench.leaderboard.table import build_leaderboards, rankable
+    from compbench.leaderboard.ranking import build_leaderboards, rankable
 
     root = Path(__file__).resolve().parent.parent / "results"
     records, _ = ResultStore(root).load_all()

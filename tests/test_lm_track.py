@@ -106,7 +106,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama (d = 32) with the bundled MiniLM WordPiece tokenizer, saved as a local HF folder."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from compbench.models.encoder import default_model_dir
+    from compbench.models.model_registry import default_model_dir
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
@@ -178,7 +178,7 @@ def test_smollm2_dense_perplexity_matches_plain_transformers() -> None:
     """Our evaluation of the first 4 windows equals ``model(input_ids, labels=...)``'s loss per window, and the
     committed dense record (all 64 windows) holds those same per-window values and the pinned mean."""
     from compbench.bench.tracks.lm_track import dense_hidden, evaluate_table
-    from compbench.models.lm import load_lm
+    from compbench.models.causal_lm import load_lm
 
     lm = load_lm("smollm2-135m")
     windows = WikiText2().windows(lm.tokenizer)[:4]
@@ -208,7 +208,7 @@ def test_a_missing_extra_is_one_line_naming_the_install_command() -> None:
     from dataclasses import replace
 
     from compbench.errors import UsageError
-    from compbench.models.lm import LMS, gguf_path
+    from compbench.models.causal_lm import LMS, gguf_path
 
     spec = replace(LMS["gemma3-270m"], assemble_module="compbench_no_such_extra")
     with pytest.raises(UsageError, match=r"is an extra that is not installed; pip install 'compbench\[gemma\]'"):

@@ -1,4 +1,4 @@
-"""Named models (compbench.models.registry): split-zip assembly, its checks and errors, and mpnet's STS-B."""
+"""Named models (compbench.models.model_registry): split-zip assembly, its checks and errors, and mpnet's STS-B."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from compbench.errors import DataError
-from compbench.models import registry
-from compbench.models.registry import MARKER, SplitZip, ZipPart, assemble_split_zip, named_model
+from compbench.models import model_registry as registry
+from compbench.models.model_registry import MARKER, SplitZip, ZipPart, assemble_split_zip, named_model
 
 WEIGHTS = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)) * 40  # not parsed: bytes to hash
 
@@ -235,7 +235,7 @@ def test_mpnet_dense_reproduces_published_mteb_score() -> None:
 
 def test_the_default_model_resolves_to_the_bundled_folder_for_every_loader() -> None:
     from compbench.bench.tracks.train_settings import pretrained_dim
-    from compbench.models.encoder import default_model_dir
+    from compbench.models.model_registry import default_model_dir
 
     assert registry.local_model(None) == (str(default_model_dir()), "all-MiniLM-L6-v2")
     assert registry.local_model("sentence-transformers/all-MiniLM-L6-v2")[1] == "all-MiniLM-L6-v2"

@@ -8,7 +8,7 @@ import re
 
 from rich.console import Console
 
-from compbench.cli.run import PhaseDisplay
+from compbench.cli.run_cmd import PhaseDisplay
 from compbench.tasks import get_task
 
 
@@ -46,7 +46,7 @@ def test_ticks_give_the_innermost_phase_a_bar_with_done_and_total() -> None:
 
 
 def test_unsized_ticks_show_no_bar() -> None:
-    from compbench.cli.run import _DoneOfTotal, _Eta, _SizedBar
+    from compbench.cli.run_cmd import _DoneOfTotal, _Eta, _SizedBar
 
     console, _ = _console()
     with PhaseDisplay(console) as d:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from compbench.leaderboard import plots
 from compbench.leaderboard.frame import aggregate, to_frame
-from compbench.leaderboard.table import build_leaderboard, headline_order, rankable
+from compbench.leaderboard.ranking import build_leaderboard, headline_order, rankable
 from test_report import REF, make_record
 
 #: twelve methods; at 40x their order is m00 best ... m11 worst, at 10x the reverse

@@ -11,7 +11,7 @@ from compbench.bench.cell.runner import run_cell
 from compbench.bench.results.record_store import ResultStore
 from compbench.config import RunConfig
 from compbench.methods import METHODS
-from compbench.methods.base import DenseEmbedding, Method, MethodCard
+from compbench.methods.method_base import DenseEmbedding, Method, MethodCard
 from compbench.tasks.posthoc import table_fidelity
 
 PUBLISHED_STSB = 0.8203  # MTEB STSBenchmark, all-MiniLM-L6-v2, cosine Spearman

@@ -327,8 +327,8 @@ def _pages(payload: str) -> list[str]:
     """Every HTML page of a small leaderboard whose records carry ``payload`` in every free-text field."""
     from compbench.leaderboard import render  # noqa: PLC0415
     from compbench.leaderboard.frame import aggregate, to_frame  # noqa: PLC0415
+    from compbench.leaderboard.ranking import build_leaderboards, build_overview  # noqa: PLC0415
     from compbench.leaderboard.report import select_cells  # noqa: PLC0415
-    from compbench.leaderboard.table import build_leaderboards, build_overview  # noqa: PLC0415
 
     recs = [report_record("dense", 1, 0.8, stored=1000 * 64 * 4),
             report_record("svd", 10, 0.7, options={"note": payload}, config={"rank": 4, "tag": payload}),

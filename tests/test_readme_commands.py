@@ -123,7 +123,7 @@ def _subcommand(args: list[str]) -> tuple[str, list[str]]:
 @pytest.fixture(autouse=True)
 def _from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative paths in the README and the docs (suite files, records) are relative to the checkout."""
-    import compbench.bench.cell.validate as validate
+    import compbench.bench.cell.input_checks as validate
 
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(validate, "available_cpus", lambda: 64)

@@ -29,8 +29,8 @@ from compbench.bench.results.record import (
 from compbench.bench.results.record_store import ResultStore
 from compbench.cli import main
 from compbench.leaderboard.frame import aggregate, combine_seed_groups, to_frame
+from compbench.leaderboard.ranking import build_leaderboard, build_leaderboards, build_overview, pareto_flags
 from compbench.leaderboard.report import MANIFEST, render_report, write_report
-from compbench.leaderboard.table import build_leaderboard, build_leaderboards, build_overview, pareto_flags
 
 V, D = 1000, 64
 REF = V * D * 4

@@ -230,7 +230,8 @@ def test_records_are_written_as_json_text(tmp_path: Path) -> None:
 def test_a_model_whose_weights_are_a_hostile_pickle_is_refused(marker: Path, tmp_path: Path) -> None:
     """``--model DIR`` with a ``pytorch_model.bin``: transformers loads it with torch.load(weights_only=True)."""
     from compbench.errors import DataError
-    from compbench.models.encoder import SentenceEncoder, default_model_dir
+    from compbench.models.encoder import SentenceEncoder
+    from compbench.models.model_registry import default_model_dir
 
     model = tmp_path / "model"
     model.mkdir()

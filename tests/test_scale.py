@@ -22,7 +22,7 @@ from compbench.tasks.scale import MEAN_SQ_ROW_NORM, SPECTRUM_BETA, ScaleTask, sy
 def _tiny(name: str, v: int, d: int) -> None:
     if f"scale/{name}" in TASKS:
         return
-    from compbench.tasks.base import TaskCard
+    from compbench.tasks.task_base import TaskCard
 
     cls = type(name, (ScaleTask,), {"source": "synthetic", "shape": (v, d),
                                     "card": TaskCard(name, 1, "scale", "mean_row_cosine", True, 0.002, name, "test")})

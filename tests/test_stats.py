@@ -89,8 +89,8 @@ def test_leaderboard_ranks_ties_as_ranges_and_marks_missing_intervals() -> None:
     """At a budget, a cell not significantly different from the best shares rank #1–2; a clearly worse one keeps its
     rank; a record without per-item outcomes shows 'no interval'."""
     from compbench.leaderboard.frame import aggregate, to_frame
+    from compbench.leaderboard.ranking import build_leaderboards
     from compbench.leaderboard.render import page_markdown
-    from compbench.leaderboard.table import build_leaderboards
     from test_report import make_record
 
     rng = np.random.default_rng(0)

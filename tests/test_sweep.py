@@ -413,3 +413,35 @@ def test_train_sweep_plans_the_dense_reference_of_the_same_frame(tmp_path: Path)
     cells = plan(resolve_cells(expand(parse_suite(doc))), store)
     ref = next(c for c in cells if c.key == refs[1].key)
     assert ref.action == "cached" and agg.key in ref.note
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "threads": True},
+     "suite <dict>: 'threads' must be an integer >= 1, got True"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "seeds": "0"},
+     "suite <dict>: 'seeds' must be a non-empty list, each an integer >= 0, got 0"),
+    ({"budgets": ["10x"], "tasks": ["posthoc/stsb"], "grids": [{"methods": ["svd"]}, {"methods": ["pq"], "tune": "yes"}]},
+     "suite <dict>: grids[1]: 'tune' must be true or false, got yes"),
+    ({"budgets": ["10x"], "tasks": ["posthoc/stsb"], "grids": [{"methods": ["svd"], "budget": ["40x"]}]},
+     "suite <dict>: grids[0]: unknown key 'budget'; did you mean 'budgets'?"),
+    ({"methods": ["svd"], "budgets": [], "tasks": ["posthoc/stsb"]}, "suite <dict>: 'budgets' must be a non-empty list"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "lookup_workload": "gauss"},
+     "suite <dict>: 'lookup_workload' must be zipf or uniform, got gauss"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": [{"track": "posthoc"}]},
+     "suite <dict>: 'tasks' must be a list of 'track/name'"),
+    ({"methods": ["svd"], "budgets": ["10x"], "tasks": ["posthoc/stsb"], "grids": []},
+     "suite <dict>: 'grids' must be a non-empty list of mappings"),
+])
+def test_the_suite_schema_is_strict_and_speaks_in_one_line(doc: dict[str, object], message: str) -> None:
+    """The pydantic schema (bench/sweeps/suite_schema.py) checks shape and types before any name is resolved."""
+    with pytest.raises(UsageError) as exc:
+        parse_suite(doc)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def test_the_suite_schema_keeps_scalars_and_defaults() -> None:
+    suite = parse_suite({"methods": "svd", "budgets": "10x", "tasks": "posthoc/stsb", "seeds": 1, "threads": 1,
+                         "max_fit_seconds": 0, "grids": [{"budgets": ["40x", "40x"]}, {}]})
+    g0, g1 = suite.grids
+    assert g0.methods == ("svd",) and g0.budgets == ("40x",) and g1.budgets == ("10x",)
+    assert g0.seeds == (1,) and g0.max_fit_seconds is None and g1.tasks[0].name == "stsb"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compbench.errors import UsageError
-from compbench.methods.base import DenseEmbedding
+from compbench.methods.method_base import DenseEmbedding
 from compbench.models.classifier import BackboneConfig, build_classifier, masked_mean, sinusoidal_positions
 from compbench.tasks import get_task, list_tasks
 from compbench.tasks.train import TrainTask, seeded_subset, stratified_carve

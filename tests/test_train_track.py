@@ -21,7 +21,7 @@ from compbench.cli import main
 from compbench.config import RunConfig
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import DenseEmbedding, Method, MethodCard
+from compbench.methods.method_base import DenseEmbedding, Method, MethodCard
 from compbench.tasks import get_task
 from compbench.tasks.train import load_tokenizer, tokenize_source
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from compbench.bench.cell.identity import options_suffix
 from compbench.cli import main
-from compbench.datasets.validate import check_table
+from compbench.datasets.table_check import check_table
 from compbench.errors import DataError, UsageError
 from compbench.methods import canonical_method_options, get_method
 from compbench.methods.options import canonical_value
@@ -162,9 +162,9 @@ def test_check_table_refuses_what_no_method_can_compress(table: torch.Tensor, ne
 
 
 def test_check_table_counts_non_finite_rows_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compbench.datasets import validate
+    from compbench.datasets import table_check
 
-    monkeypatch.setattr(validate, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(table_check, "CHUNK_ROWS", 3)
     t = torch.zeros(10, 4)
     t[4, 1], t[9, 0] = float("nan"), float("-inf")
     with pytest.raises(DataError, match=r"2 of 10 rows hold NaN or Inf \(first: row 4\)"):
@@ -304,8 +304,8 @@ def test_a_token_cache_that_does_not_match_its_checksum_is_rebuilt(tmp_path: Pat
 
 def test_an_lm_fp32_folder_is_trusted_only_while_its_weights_match(tmp_path: Path) -> None:
     """The dequantised fp32 cache of an LM is rebuilt when its marker is old or its weights changed."""
-    from compbench.hashing import sha256_file
-    from compbench.models.lm import MARKER, _cached
+    from compbench.checksums import sha256_file
+    from compbench.models.causal_lm import MARKER, _cached
 
     (tmp_path / "config.json").write_text("{}")
     weights = tmp_path / "model.safetensors"

@@ -14,7 +14,7 @@ from compbench.bench.cell.lifecycle import Outcome
 from compbench.bench.cell.runner import run_cell
 from compbench.config import RunConfig
 from compbench.tasks import TASKS
-from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.task_base import Task, TaskCard
 
 EVALUATED: list[str] = []  # splits the hooks evaluated, in order
 

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compbench.checksums import sha256_file
 from compbench.errors import DataError, UsageError
-from compbench.hashing import sha256_file
 from compbench.methods import get_method
 
 FORMAT = "compbench-embedding"
@@ -93,10 +93,15 @@ def describe_module(module: nn.Module) -> dict[str, Any]:
             "children": {n: describe_module(c) for n, c in module._modules.items() if c is not None}}
 
 
+#: modules renamed since artifacts were first written (issue 33): a file naming the old module still loads
+MOVED_MODULES = {"compbench.methods.base": "compbench.methods.method_base"}
+
+
 def _resolve(spec: str) -> type:
     if not isinstance(spec, str) or ":" not in spec:
         raise ArtifactError(f"artifact names an invalid class {str(spec)[:80]!r}")
     mod, _, name = spec.partition(":")
+    mod = MOVED_MODULES.get(mod, mod)
     if spec not in _ALLOWED_TORCH and not mod.startswith(_ALLOWED_PREFIXES):
         raise ArtifactError(f"artifact names the class {spec[:80]!r}, outside compbench.methods: refused")
     try:

@@ -36,8 +36,8 @@ from compbench.bench.cell.context import prepare, seed_everything
 from compbench.bench.cell.runner import track_hooks
 from compbench.bench.measure.core import apply_threads, compare_lookup
 from compbench.bench.results.record_store import ResultStore, file_mode
+from compbench.checksums import sha256_file
 from compbench.errors import CompbenchError, UsageError
-from compbench.hashing import sha256_file
 
 
 def _tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import click
 
-from compbench.cli.ade import ade_lookup
+from compbench.cli.ade_cmd import ade_lookup
 from compbench.cli.common import quiet_libraries
-from compbench.cli.export import export_command
-from compbench.cli.listing import list_cmd, show
-from compbench.cli.mteb import mteb_command
-from compbench.cli.report import report
-from compbench.cli.run import run
-from compbench.cli.scale import scale_command
-from compbench.cli.sweep import compare, sweep
+from compbench.cli.export_cmd import export_command
+from compbench.cli.list_cmd import list_cmd, show
+from compbench.cli.mteb_cmd import mteb_command
+from compbench.cli.report_cmd import report
+from compbench.cli.run_cmd import run
+from compbench.cli.scale_cmd import scale_command
+from compbench.cli.sweep_cmd import compare, sweep
 
 
 @click.group()

@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from compbench.checksums import sha256_file
 from compbench.errors import DataError, UnknownNameError, first_line, quoted
-from compbench.hashing import sha256_file
 from compbench.registry import Registry
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from compbench.datasets.validate import check_table
+from compbench.checksums import sha256_file
+from compbench.datasets.table_check import check_table
 from compbench.errors import DataError, UsageError
-from compbench.hashing import sha256_file
 
 FORMATS = ".npy, .safetensors (with --tensor NAME) or a Hugging Face model folder"
 

@@ -292,7 +292,7 @@ def _aggregate_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "eval_samples_per_s": _mean([r["eval_samples_per_s"] for r in src]),
         "concurrent_cells": _max([r["concurrent_cells"] for r in rows]),
         # the interval of a cell held by one record is that record's; pooled records get theirs at report time
-        # from their per-item outcomes (compbench.leaderboard.table), else none
+        # from their per-item outcomes (compbench.leaderboard.ranking), else none
         "ci_low": ok[0]["ci_low"] if len(ok) == 1 else None,
         "ci_high": ok[0]["ci_high"] if len(ok) == 1 else None,
         "retention_low": ok[0]["retention_low"] if len(ok) == 1 else None,

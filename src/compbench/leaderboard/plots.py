@@ -3,7 +3,7 @@ hover tooltip on every point (inline in the HTML page; no script, works offline)
 
 Readability (issue 35):
 
-- the 8 methods ranked best at 40x (:func:`compbench.leaderboard.table.headline_order`) are drawn in colour from
+- the 8 methods ranked best at 40x (:func:`compbench.leaderboard.ranking.headline_order`) are drawn in colour from
   the Okabe-Ito palette (colour-blind safe) with distinct markers and listed in the legend in that order; every
   other method is a thin grey line or dot with one legend entry for all of them ("N other methods"); in the HTML
   view every point, grey or not, names its method, budget, score, interval and bytes on hover;
@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from compbench.leaderboard.table import HEADLINE_BUDGETS, Leaderboard, headline_order, pareto_flags, rankable
+from compbench.leaderboard.ranking import HEADLINE_BUDGETS, Leaderboard, headline_order, pareto_flags, rankable
 
 #: Style overrides on top of matplotlib's defaults.
 RC: Any = {

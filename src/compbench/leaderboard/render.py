@@ -12,7 +12,6 @@ browser refuse any fetch or script even if something slipped through.
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import re
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from compbench.leaderboard.table import (
+from compbench.leaderboard.ranking import (
     HEADLINE_BUDGETS,
     HEADLINE_ORDER,
     Leaderboard,
@@ -30,6 +29,7 @@ from compbench.leaderboard.table import (
     cells_versions,
     headline_key,
 )
+from compbench.leaderboard.slugs import safe_component
 
 STATUS_TEXT = {"ok": "ok", "over_budget": "over budget", "failed": "failed", "skipped": "skipped",
                "timeout": "timeout"}
@@ -39,20 +39,7 @@ BYTES_FRONT = "★"
 SPEED_FRONT = "◆"
 REGENERATE = "compbench report --results results --out reports"
 
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
 # --------------------------------------------------------------------------- formatting
-
-def safe_component(text: str) -> str:
-    """A path component that cannot escape the report folder: kept when it is plain
-    (``[A-Za-z0-9][A-Za-z0-9._+-]*``), else slugged with a short hash of the original."""
-    text = str(text)
-    if _SAFE.fullmatch(text) and text not in (".", ".."):
-        return text
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-+") or "x"
-    return f"{slug[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
 
 def fmt_score(x: float | None) -> str:
     """Scores: 4 decimals, or 3 significant digits in e-notation for tiny values (errors, MSE)."""
@@ -123,7 +110,7 @@ def short_sha(sha: str) -> str:
 
 def sha_range(facts: dict[str, Any]) -> str:
     """``git abc..def (3 commits)``: the sha of the oldest record .. the sha of the newest record, and the
-    number of distinct commits (see :func:`compbench.leaderboard.table.cells_versions`)."""
+    number of distinct commits (see :func:`compbench.leaderboard.ranking.cells_versions`)."""
     shas = facts["git_shas"]
     if not shas:
         text = "git sha unknown"

@@ -35,7 +35,7 @@ from compbench.leaderboard.frame import aggregate, to_frame
 from compbench.leaderboard.lm_report import render_markdown as lm_markdown
 from compbench.leaderboard.model_compare import comparison_rows
 from compbench.leaderboard.model_compare import render_markdown as models_markdown
-from compbench.leaderboard.table import build_leaderboards, build_overview
+from compbench.leaderboard.ranking import build_leaderboards, build_overview
 from compbench.leaderboard.tuning_compare import render_markdown as tuning_markdown
 from compbench.leaderboard.tuning_compare import tuning_rows
 

@@ -3,7 +3,7 @@
 Methods register at their definition with ``@METHODS.register("name")``; the
 map below adds every built-in as a lazy ``module:attr`` entry so heavy imports
 (faiss, ml_dtypes) happen only when the method is used. To add a method: write
-``methods/<name>.py`` with a :class:`~compbench.methods.base.Method` subclass,
+``methods/<name>.py`` with a :class:`~compbench.methods.method_base.Method` subclass,
 decorate it, and add a line here. The conformance tests pick it up.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import canonical_options
 from compbench.registry import Registry
 
@@ -79,13 +79,22 @@ def _add_entry_points() -> None:
 _add_entry_points()
 
 
+#: ``A+B`` names resolve through the composer, a lazy registry entry like the built-in methods: the module
+#: (:mod:`compbench.methods.compose`) is imported on the first composition, and it imports this package's registry
+COMPOSERS: Registry[Any] = Registry("composition")
+COMPOSERS.add_lazy("A+B", "compbench.methods.compose:composed_method")
+
+
+def _composer() -> Any:
+    """The function that builds the method ``A+B`` from its name and options."""
+    return COMPOSERS.get("A+B")
+
+
 def get_method(name: str, **options: Any) -> Method:
     """Instantiate the method registered as ``name`` (unknown names suggest the closest); ``A+B`` is the
     composition of a reducer A and a quantizer B (:mod:`compbench.methods.compose`)."""
     if "+" in name:
-        from compbench.methods.compose import composed_method  # cycle: compbench.methods.compose
-
-        return composed_method(name, **options)
+        return _composer()(name, **options)
     return METHODS.get(name)(**options)
 
 
@@ -97,8 +106,7 @@ def get_method_class(name: str) -> type[Method]:
 
 
 def _composed_class(name: str) -> type[Method]:
-    from compbench.methods.compose import composed_method  # cycle: compbench.methods.compose
-
+    composed_method = _composer()
     proto = composed_method(name)  # validates both names now
 
     class Composed(Method):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,11 +49,14 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.bitstring import unpack_rows
 from compbench.methods.faiss_search import codes_array, copy_into, index_searcher
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import encode_blocks, rows_per_block
+
+RQ_NITER, RQ_BEAM = 10, 5
+LSQ_TRAIN_ITERS, LSQ_ENCODE_ILS = 10, 8
 
 
 def aq_code_size(m: int, nbits: int) -> int:
@@ -119,37 +122,51 @@ def _codebooks(q: Any, m: int, nbits: int, d: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-class _Additive(Method, ABC):
-    """Shared budget rule and options of ``rq`` and ``lsq``."""
+_MAX_M_HELP = "the most codebooks the budget rule may choose (bounds the fit time)"
+_TRAIN_SIZE_HELP = "training rows, a seeded subsample (every row is then encoded)"
 
-    default_max_m: ClassVar[int]
-    default_train_size: ClassVar[int]
-    base_options: ClassVar[dict[str, str]] = {
-        "M": "force the number of codebooks (must fit the budget)",
-        "nbits": "force the bits per code (1..8; must fit the budget)",
-        "max_M": "the most codebooks the budget rule may choose (bounds the fit time)",
-        "train_size": "training rows, a seeded subsample (every row is then encoded)",
-    }
-    option_ranges = {"M": at_least(1), "nbits": at_least(1, high=8), "max_M": at_least(1),
-                     "train_size": at_least(2)}
+
+class _AdditiveOptions(MethodOptions):
+    """The options ``rq`` and ``lsq`` share; ``max_M`` and ``train_size`` have a default per method (below)."""
+
+    M: int | None = opt(None, "force the number of codebooks (must fit the budget)", at_least(1))
+    nbits: int | None = opt(None, "force the bits per code (1..8; must fit the budget)", at_least(1, high=8))
+
+
+class _RQOptions(_AdditiveOptions):
+    max_M: int = opt(64, _MAX_M_HELP, at_least(1))
+    train_size: int = opt(16384, _TRAIN_SIZE_HELP, at_least(2))
+    niter: int = opt(RQ_NITER, "k-means iterations per stage (faiss' default)", at_least(1))
+    beam: int = opt(RQ_BEAM, "beam size of the encoder (faiss' max_beam_size default)", at_least(1))
+
+
+class _LSQOptions(_AdditiveOptions):
+    max_M: int = opt(32, _MAX_M_HELP, at_least(1))
+    train_size: int = opt(8192, _TRAIN_SIZE_HELP, at_least(2))
+    train_iters: int = opt(LSQ_TRAIN_ITERS, "codebook/code alternations (faiss: 25)", at_least(1))
+    encode_ils_iters: int = opt(LSQ_ENCODE_ILS, "ILS iterations when encoding the table (faiss: 16)", at_least(1))
+
+
+class _Additive(Method, ABC):
+    """Shared budget rule of ``rq`` and ``lsq`` (their options: :class:`_AdditiveOptions`)."""
 
     @abstractmethod
     def _params(self) -> dict[str, Any]:
         """The quantizer's own training parameters (recorded in the config)."""
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        n_train = min(int(num_embeddings), self.option("train_size", self.default_train_size))
+        n_train = min(int(num_embeddings), self.option("train_size"))
         cap = max(1, n_train.bit_length() - 1)  # 2^nbits <= training rows
-        if "nbits" in self.options:
-            nb = self.option("nbits", 8)
+        nb = self.option("nbits")
+        if nb is not None:
             if (1 << nb) > n_train:
                 raise UsageError(f"option nbits={nb} of method '{self.card.name}' needs >= {1 << nb} training rows, "
                                  f"the table gives {n_train}")
             widths = [nb]
         else:
             widths = list(range(min(8, cap), 0, -1))
-        max_m = self.option("max_M", self.default_max_m)
-        ms = [self.option("M", 1)] if "M" in self.options else list(range(1, max_m + 1))
+        forced_m = self.option("M")
+        ms = [forced_m] if forced_m is not None else list(range(1, self.option("max_M") + 1))
         best: tuple[int, int, int] | None = None  # (code bits, nbits, M)
         for nb in widths:
             fits = [m for m in ms if aq_bytes(num_embeddings, embedding_dim, m, nb) <= budget_bytes]
@@ -179,15 +196,10 @@ class _Additive(Method, ABC):
                                  quantizer=self.card.name)
 
 
-RQ_NITER, RQ_BEAM = 10, 5
-
-
 @METHODS.register("rq")
 class RQ(_Additive):
     """Residual quantisation (faiss.ResidualQuantizer, beam search); M and nbits from the budget."""
 
-    default_max_m = 64
-    default_train_size = 16384
     card = MethodCard(
         name="rq",
         version=1,
@@ -197,15 +209,11 @@ class RQ(_Additive):
         modes=("posthoc",),
         description="sum of M codewords from M full-d codebooks of 2^nbits (greedy residual stages, beam "
                     "search); packed codes + fp32 codebooks",
-        options={**_Additive.base_options,
-                 "niter": f"k-means iterations per stage (default {RQ_NITER}, faiss' default)",
-                 "beam": f"beam size of the encoder (default {RQ_BEAM}, faiss' max_beam_size default)"},
     )
-    option_ranges = {**_Additive.option_ranges, "niter": at_least(1), "beam": at_least(1)}
+    Options = _RQOptions
 
     def _params(self) -> dict[str, Any]:
-        return {"niter": self.option("niter", RQ_NITER), "beam": self.option("beam", RQ_BEAM),
-                "max_M": self.option("max_M", self.default_max_m)}
+        return {"niter": self.option("niter"), "beam": self.option("beam"), "max_M": self.option("max_M")}
 
     def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:
         import faiss
@@ -220,15 +228,10 @@ class RQ(_Additive):
         return q
 
 
-LSQ_TRAIN_ITERS, LSQ_ENCODE_ILS = 10, 8
-
-
 @METHODS.register("lsq")
 class LSQ(_Additive):
     """Local-search quantisation (faiss.LocalSearchQuantizer, LSQ++); M and nbits from the budget."""
 
-    default_max_m = 32
-    default_train_size = 8192
     card = MethodCard(
         name="lsq",
         version=1,
@@ -238,16 +241,12 @@ class LSQ(_Additive):
         modes=("posthoc",),
         description="sum of M codewords from M full-d codebooks of 2^nbits (joint codebooks, ICM encoding); "
                     "packed codes + fp32 codebooks",
-        options={**_Additive.base_options,
-                 "train_iters": f"codebook/code alternations (default {LSQ_TRAIN_ITERS}; faiss: 25)",
-                 "encode_ils_iters": f"ILS iterations when encoding the table (default {LSQ_ENCODE_ILS}; faiss: 16)"},
     )
-    option_ranges = {**_Additive.option_ranges, "train_iters": at_least(1), "encode_ils_iters": at_least(1)}
+    Options = _LSQOptions
 
     def _params(self) -> dict[str, Any]:
-        return {"train_iters": self.option("train_iters", LSQ_TRAIN_ITERS),
-                "encode_ils_iters": self.option("encode_ils_iters", LSQ_ENCODE_ILS),
-                "max_M": self.option("max_M", self.default_max_m)}
+        return {"train_iters": self.option("train_iters"), "encode_ils_iters": self.option("encode_ils_iters"),
+                "max_M": self.option("max_M")}
 
     def _train(self, x: np.ndarray, config: Mapping[str, Any], seed: int) -> Any:
         import faiss

@@ -43,11 +43,10 @@ counts. See docs/ade.md for what 40x means for MiniLM's 30522 x 384 table vs the
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -63,8 +62,8 @@ from compbench.methods.ade_model import (
     ade_stored_bytes,
     index_dtype,
 )
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least, flag, non_negative
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, non_negative, opt
 
 PAPER = ("Demirci, Aptourachman & Kaya 2026, ADE: Adaptive Dictionary Embeddings (arXiv 2604.24940); "
          "stage 1 after Liang et al. 2021, Anchor & Transform (arXiv 2003.08197)")
@@ -371,17 +370,19 @@ def choose(v: int, d: int, budget: int, anchor_dtype: torch.dtype) -> tuple[int,
 # -- registry entries -----------------------------------------------------------------------------
 
 
-_OPTIONS = {
-    "anchors": "K, the number of anchors (default: from the budget, 100..700)",
-    "max_active": "S, the cap on active anchors per token (default: from the budget)",
-    "anchor_dtype": "anchor storage without fine-tuning: float16 (default) or float32 (trained anchors: float32)",
-    "tau": f"stage-1 threshold on the unit-scale weights (default {DEFAULT_TAU})",
-    "train_anchors": "train track: fine-tune the anchors (default true, Section 4.2; false = frozen, Appendix C)",
-    "kmeans_iters": "stage-1 k-means iterations (default 10)",
-    "mod_iters": "stage-1 alternations of NN-OMP coding and the MOD anchor update (default 2; 0 skips them)",
-    "epochs": "stage-1 Adam epochs over the vocabulary with the 1 - cos loss (default 2; 0 skips them)",
-    "residual": "train track: residual connection around SAT (default true)",
-}
+class _ADEOptions(MethodOptions):
+    anchors: int | None = opt(None, "K, the number of anchors (unset: from the budget, 100..700)", at_least(1))
+    max_active: int | None = opt(None, "S, the cap on active anchors per token (unset: from the budget)",
+                                 at_least(1))
+    anchor_dtype: Literal["float16", "float32"] = opt("float16", "anchor storage without fine-tuning (trained "
+                                                                 "anchors: float32)")
+    tau: float = opt(DEFAULT_TAU, "stage-1 threshold on the unit-scale weights", non_negative())
+    train_anchors: bool = opt(True, "train track: fine-tune the anchors (Section 4.2; false = frozen, Appendix C)")
+    kmeans_iters: int = opt(10, "stage-1 k-means iterations", at_least(1))
+    mod_iters: int = opt(2, "stage-1 alternations of NN-OMP coding and the MOD anchor update (0 skips them)",
+                         at_least(0))
+    epochs: int = opt(2, "stage-1 Adam epochs over the vocabulary with the 1 - cos loss (0 skips them)", at_least(0))
+    residual: bool = opt(True, "train track: residual connection around SAT")
 
 
 class _ADEBase(Method):
@@ -395,22 +396,16 @@ class _ADEBase(Method):
     """
 
     variant = "anchor"
-    option_ranges = {"train_anchors": flag(), "residual": flag(), "anchors": at_least(1), "max_active": at_least(1), "tau": non_negative(),
-                     "kmeans_iters": at_least(1), "mod_iters": at_least(0), "epochs": at_least(0)}
+    Options = _ADEOptions
 
     def _anchor_dtype(self) -> torch.dtype:
         """Anchor storage dtype without fine-tuning (posthoc, or train with frozen anchors)."""
-        name = self.option("anchor_dtype", "float16")
-        if name not in _DTYPES:
-            raise UsageError(f"option anchor_dtype must be float16 or float32, got {name!r}")
-        return _DTYPES[name]
+        return _DTYPES[self.option("anchor_dtype")]
 
     def _size(self, v: int, d: int, budget_bytes: int, adt: torch.dtype) -> dict[str, Any]:
         """(K, S) for one anchor dtype: the user's ``anchors`` / ``max_active`` or the default rule."""
-        forced_k = self.option("anchors", 0)
-        forced_s = self.option("max_active", 0)
-        if forced_k < 0 or forced_s < 0:
-            raise UsageError("options anchors and max_active must be positive")
+        forced_k = self.option("anchors") or 0  # 0: from the budget
+        forced_s = self.option("max_active") or 0
         if forced_k > v:
             raise UsageError(f"option anchors={forced_k} exceeds the vocabulary size {v}")
         if forced_k and forced_s > forced_k:
@@ -443,13 +438,8 @@ class _ADEBase(Method):
         """Sizing for posthoc / frozen anchors at the top level; ``train`` holds the train-track sizing
         (fp32 anchors when ``train_anchors``, the default, since fine-tuned anchors are stored in fp32)."""
         v, d = num_embeddings, embedding_dim
-        tau = self.option("tau", DEFAULT_TAU)
-        if not (math.isfinite(tau) and tau >= 0):
-            raise UsageError(f"option tau must be >= 0, got {tau}")
-        for key, default in (("kmeans_iters", 10), ("mod_iters", 2), ("epochs", 2)):
-            if self.option(key, default) < 0:
-                raise UsageError(f"option {key} must be >= 0")
-        train_anchors = bool(self.option("train_anchors", True))
+        tau = self.option("tau")
+        train_anchors = self.option("train_anchors")
         sizes: list[dict[str, Any]] = []
         mins: list[int] = []
         for adt in (self._anchor_dtype(), torch.float32) if train_anchors else (self._anchor_dtype(),):
@@ -465,12 +455,12 @@ class _ADEBase(Method):
             **frozen,
             "layout": "vp-slots",
             "stage1": {"tau": tau, "loss": "1 - mean cos over vocabulary rows", "init": "spherical k-means + NN-OMP",
-                       "kmeans_iters": self.option("kmeans_iters", 10), "mod_iters": self.option("mod_iters", 2),
-                       "epochs": self.option("epochs", 2)},
+                       "kmeans_iters": self.option("kmeans_iters"), "mod_iters": self.option("mod_iters"),
+                       "epochs": self.option("epochs")},
             "train": {**train, "train_anchors": train_anchors, "weights": "fixed (stage 1)",
                       "positional": "sinusoidal GPE (anchors share their word's position)" if self.variant == "anchor"
                       else "sinusoidal word positions (GPE after merging)",
-                      "sat": {"layers": 1, "heads": 8, "ffn": None, "residual": bool(self.option("residual", True))},
+                      "sat": {"layers": 1, "heads": 8, "ffn": None, "residual": self.option("residual")},
                       "pooling": "attention", "dropout": 0.1},
         }
 
@@ -529,7 +519,6 @@ class ADE(_ADEBase):
         modes=("posthoc", "train"),
         description="sparse non-negative anchor dictionary (K anchors, <= S per token, VP slot table); "
                     "train: anchor-level SAT + GPE + attention pooling",
-        options=_OPTIONS,
         train_init="pretrained",
         train_head="own:SAT",
     )
@@ -547,7 +536,6 @@ class ADEMerged(_ADEBase):
         reference=PAPER,
         modes=("train",),
         description="ADE, Algorithm 1 ordering: ScatterAdd anchors -> LayerNorm -> PE -> SAT over words -> pooling",
-        options=_OPTIONS,
         train_init="pretrained",
         train_head="own:SAT",
     )

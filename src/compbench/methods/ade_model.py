@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compbench.errors import UsageError
-from compbench.methods.base import CompressedEmbedding
+from compbench.methods.method_base import CompressedEmbedding
 from compbench.models.classifier import sinusoidal_positions
 
 VARIANTS = ("anchor", "merged")

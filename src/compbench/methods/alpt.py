@@ -45,9 +45,9 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.vldb_common import (
     ScaffoldedEmbedding,
     pack_rows,
@@ -143,28 +143,29 @@ class ALPT(Method):
         modes=("train",),
         description="b-bit signed codes (largest b in 2..8 that fits) x a learned fp32 step per row (LSQ); "
                     "updates rounded stochastically back onto the grid; stored at b bits",
-        options={
-            "bits": "force the code width b (2..16; 16 is the VLDB configuration)",
-            "scale_lr": "effective learning rate of the step size (default 2e-5, Hetu's)",
-            "init_std": "std of the table at init, before rounding (default d**-0.5)",
-        },
     )
-    option_ranges = {"bits": at_least(2, high=16), "scale_lr": positive(), "init_std": positive()}
+
+    class Options(MethodOptions):
+        bits: int | None = opt(None, "force the code width b (16 is the VLDB configuration)", at_least(2, high=16))
+        scale_lr: float = opt(SCALE_LR, "effective learning rate of the step size (Hetu's)", positive())
+        init_std: float | None = opt(None, "std of the table at init, before rounding (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         v, d = int(num_embeddings), int(embedding_dim)
-        forced = int(self.option("bits", 0))
-        widths = [forced] if forced else list(range(8, 1, -1))
+        forced = self.option("bits")
+        widths = [forced] if forced is not None else list(range(8, 1, -1))
         for b in widths:
             if alpt_bytes(v, d, b) <= budget_bytes:
-                return {"bits": int(b), "scale_lr": float(self.option("scale_lr", SCALE_LR))}
+                return {"bits": int(b), "scale_lr": self.option("scale_lr")}
         raise self.unattainable(v, d, budget_bytes, alpt_bytes(v, d, min(widths)))
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         v, d, b = int(num_embeddings), int(embedding_dim), int(config["bits"])
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         g = generator(seed)
         weight = torch.randn(v, d, generator=g) * std
         qp = 2 ** (b - 1) - 1

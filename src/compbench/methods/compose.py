@@ -41,8 +41,8 @@ from torch import nn
 
 from compbench.errors import UnattainableBudgetError, UsageError
 from compbench.methods import get_method
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import OptionRange
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, OptionRange, opt, option_help
 from compbench.methods.pca import PCAEmbedding
 from compbench.methods.svd import LowRankEmbedding
 
@@ -111,6 +111,13 @@ def composed_card(reducer: Method, quantizer: Method, options: Mapping[str, str]
     )
 
 
+class _ComposedOptions(MethodOptions):
+    split: float | None = opt(None, "fraction of the budget A's kept parts (basis, mean) may use; B gets the rest "
+                              "(unset or 0: automatic, the largest rank B can code)",
+                              OptionRange(float, 0, 1, min_open=True, auto=0))
+    factor_dtype: str = opt("float32", "dtype of the kept basis and mean: float32 | float16 (also fp32, fp16)")
+
+
 class ComposedMethod(Method):
     """``A+B``: fit the reducer ``A``, then code its ``V x r`` coefficients with ``B``; the card from the parts.
 
@@ -121,17 +128,16 @@ class ComposedMethod(Method):
             ``factor_dtype`` (``float32`` | ``float16``, the kept basis and mean).
     """
 
+    Options = _ComposedOptions
+
     def __init__(self, reducer: Method, quantizer: Method, **options: Any):
         _check_parts(reducer, quantizer)
         self.reducer, self.quantizer = reducer, quantizer
-        own = {"split": "fraction of the budget A's kept parts (basis, mean) may use; B gets the rest "
-                        "(default: automatic, the largest rank B can code)",
-               "factor_dtype": "dtype of the kept basis and mean: float32 (default) | float16"}
+        own = option_help(_ComposedOptions)
         part_opts = {**{f"a.{k}": f"{reducer.card.name}: {v}" for k, v in reducer.card.options.items()
                         if k not in _REDUCER_OWN},
                      **{f"b.{k}": f"{quantizer.card.name}: {v}" for k, v in quantizer.card.options.items()}}
         self.card = composed_card(reducer, quantizer, {**own, **part_opts})  # type: ignore[misc]
-        self.option_ranges = {"split": OptionRange(float, 0, 1, min_open=True, auto=0)}  # type: ignore[misc]
         options = {k: v for k, v in options.items() if v is not None}
         super().__init__(**options)
 
@@ -142,7 +148,7 @@ class ComposedMethod(Method):
 
     # -- budget -----------------------------------------------------------------------------------
     def _dtype(self) -> str:
-        raw = str(self.options.get("factor_dtype", "float32")).lower()
+        raw = str(self.option("factor_dtype")).lower()
         if raw not in _ALIASES:
             raise UsageError(f"option factor_dtype={raw!r} of method '{self.card.name}' must be float32 or float16")
         return _ALIASES[raw]
@@ -154,7 +160,7 @@ class ComposedMethod(Method):
         return s * (int(rank) * int(embedding_dim) + mean)
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        split = float(self.option("split", 0.0)) or None
+        split = self.option("split") or None
         cap = min(int(num_embeddings), int(embedding_dim))
         for r in range(cap, 0, -1):
             kept = self.kept_bytes(embedding_dim, r)

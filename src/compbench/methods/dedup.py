@@ -49,9 +49,9 @@ import numpy as np
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import OptionRange, at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import bits_for, pack_vector, unpack_vector
 
 LSH_WIDTH, LSH_BANDS = 0.09, 90
@@ -232,20 +232,19 @@ class Dedup(Method):
         description="1-row blocks in 3rd-quartile order; L2-LSH (w 0.09, 90 bands) candidates, merged when >= 70% "
                     "of entries are within fp=0.01 (relaxed until the budget is met); stored: kept blocks + "
                     "packed block map",
-        options={
-            "block_rows": "rows per block (default 1)",
-            "block_cols": "columns per block (default 0 = d, whole rows)",
-            "fp": "entry tolerance |x - y| <= fp of the similarity (default 0.01)",
-            "sim": "similarity needed to merge in the first pass (default 0.7)",
-            "lsh_threshold": "LSH bands a candidate must share (default 8 of 90)",
-        },
     )
-    option_ranges = {"block_rows": at_least(1), "block_cols": at_least(0), "fp": positive(),
-                     "sim": OptionRange(float, 0, 1), "lsh_threshold": at_least(1, high=LSH_BANDS)}
+
+    class Options(MethodOptions):
+        block_rows: int = opt(1, "rows per block", at_least(1))
+        block_cols: int = opt(0, "columns per block (0 = d, whole rows)", at_least(0))
+        fp: float = opt(0.01, "entry tolerance |x - y| <= fp of the similarity", positive())
+        sim: float = opt(0.7, "similarity needed to merge in the first pass", OptionRange(float, 0, 1))
+        lsh_threshold: int = opt(8, f"LSH bands a candidate must share (of {LSH_BANDS})",
+                                 at_least(1, high=LSH_BANDS))
 
     def _shape(self, embedding_dim: int) -> tuple[int, int]:
-        cols = int(self.option("block_cols", 0)) or int(embedding_dim)
-        return int(self.option("block_rows", 1)), min(cols, int(embedding_dim))
+        cols = self.option("block_cols") or int(embedding_dim)
+        return self.option("block_rows"), min(cols, int(embedding_dim))
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
@@ -262,8 +261,8 @@ class Dedup(Method):
         if lo < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, dedup_bytes(nb, 1, rows, cols))
         return {"block_rows": rows, "block_cols": cols, "blocks": nb, "kept_blocks": int(lo),
-                "fp": float(self.option("fp", 0.01)), "sim": float(self.option("sim", 0.7)),
-                "lsh_threshold": int(self.option("lsh_threshold", 8))}
+                "fp": self.option("fp"), "sim": self.option("sim"),
+                "lsh_threshold": self.option("lsh_threshold")}
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         v, d = table.shape

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, DenseEmbedding, Method, MethodCard, generator
-from compbench.methods.options import positive
+from compbench.methods.method_base import CompressedEmbedding, DenseEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, opt, positive
 
 
 @METHODS.register("dense")
@@ -24,9 +24,10 @@ class Dense(Method):
         reference="uncompressed fp32 embedding table",
         modes=("posthoc", "train"),
         description="fp32 V x d table; only meets the 1x budget",
-        options={"init_std": "std of the normal init in the train track (default d**-0.5)"},
     )
-    option_ranges = {"init_std": positive()}
+
+    class Options(MethodOptions):
+        init_std: float | None = opt(None, "std of the normal init in the train track (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         need = num_embeddings * embedding_dim * 4
@@ -39,6 +40,8 @@ class Dense(Method):
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         w = torch.randn(num_embeddings, embedding_dim, generator=generator(seed)) * std
         return DenseEmbedding(w, trainable=True)

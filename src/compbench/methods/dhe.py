@@ -32,17 +32,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.hashing import MERSENNE_PRIME, draw_universal, universal_hash
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, flag, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 DISTRIBUTIONS = ("uniform", "gaussian")
 ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}
@@ -138,36 +138,27 @@ class DHE(Method):
         modes=("train",),
         description="1024 universal hashes -> [-1,1] encoding -> MLP (Linear+BN+Mish hidden layers, width from the "
                     "budget); 0 table bytes, the MLP is counted",
-        options={
-            "num_hashes": "number k of hash functions (default 1024, the paper's)",
-            "buckets": "hash range m (default 1000000, the paper's)",
-            "layers": "number of hidden layers (default 2; the paper uses more, wider ones)",
-            "width": "force the hidden width h (must fit the budget)",
-            "distribution": "encoding transform: uniform (default) or gaussian",
-            "activation": "mish (default, the paper's best) or relu",
-            "batchnorm": "BatchNorm after each hidden Linear (default true)",
-            "init_std": "output std at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"batchnorm": flag(), "num_hashes": at_least(1), "buckets": at_least(2), "layers": at_least(1), "width": at_least(1),
-                     "init_std": positive()}
+
+    class Options(MethodOptions):
+        num_hashes: int = opt(1024, "number k of hash functions (the paper's)", at_least(1))
+        buckets: int = opt(1_000_000, "hash range m (the paper's)", at_least(2))
+        layers: int = opt(2, "number of hidden layers (the paper uses more, wider ones)", at_least(1))
+        width: int | None = opt(None, "force the hidden width h (must fit the budget)", at_least(1))
+        distribution: Literal["uniform", "gaussian"] = opt("uniform", "encoding transform")
+        activation: Literal["mish", "relu"] = opt("mish", "hidden activation (mish: the paper's "
+                                                                            "best)")
+        batchnorm: bool = opt(True, "BatchNorm after each hidden Linear")
+        init_std: float | None = opt(None, "output std at init (unset: d**-0.5)", positive())
 
     def _settings(self) -> dict[str, Any]:
-        k = self.option("num_hashes", 1024)
-        m = self.option("buckets", 1_000_000)
-        layers = self.option("layers", 2)
-        dist = str(self.option("distribution", "uniform")).lower()
-        act = str(self.option("activation", "mish")).lower()
-        if k < 1 or m < 2 or layers < 1:
-            raise UsageError(f"method '{self.card.name}' needs num_hashes >= 1, buckets >= 2 and layers >= 1")
-        if dist not in DISTRIBUTIONS:
-            raise UsageError(f"option distribution of method '{self.card.name}' must be one of {', '.join(DISTRIBUTIONS)}")
+        k = self.option("num_hashes")
+        dist = self.option("distribution")
         if dist == "gaussian" and k % 2:
             raise UsageError(f"method '{self.card.name}' with distribution=gaussian needs an even num_hashes")
-        if act not in ACTIVATIONS:
-            raise UsageError(f"option activation of method '{self.card.name}' must be one of {', '.join(ACTIVATIONS)}")
-        return {"num_hashes": int(k), "buckets": int(m), "layers": int(layers), "distribution": dist,
-                "activation": act, "batchnorm": bool(self.option("batchnorm", True))}
+        return {"num_hashes": k, "buckets": self.option("buckets"), "layers": self.option("layers"),
+                "distribution": dist, "activation": self.option("activation"),
+                "batchnorm": self.option("batchnorm")}
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
@@ -176,10 +167,8 @@ class DHE(Method):
         def size(h: int) -> int:
             return dhe_bytes(s["num_hashes"], h, s["layers"], embedding_dim, s["batchnorm"])
 
-        forced = self.option("width", 0)
-        if forced < 0:
-            raise UsageError(f"option width of method '{self.card.name}' must be >= 1, got {forced}")
-        if forced:
+        forced = self.option("width")
+        if forced is not None:
             if size(forced) > budget_bytes:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, size(forced))
             return {**s, "width": int(forced)}
@@ -204,7 +193,9 @@ class DHE(Method):
         for layer in module.mlp:
             if isinstance(layer, nn.Linear):
                 default_linear_init_(layer, g)
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         calibrate_last_layer(module, std)
         return module
 

@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS, streaming
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.streaming import row_blocks, rows_per_block, top_right_singular_vectors
 
 COS_COEFF = 0.9975 / 5.0  # cos_dist coeff / scaler_div (configs/config.yaml)
@@ -69,8 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "gamma": 0.5,
     "select": "best",
 }
-INITS = ("svd", "random")
-SELECTS = ("best", "final")
+FIXED = ("step_size", "gamma")  # of DEFAULTS, the two that are not options (StepLR's schedule)
 
 
 def ae_bytes(num_embeddings: int, embedding_dim: int, k: int) -> int:
@@ -172,18 +171,19 @@ class DirectionAE(Method):
         reference="Balazy et al. 2021, Direction is what you need (RepL4NLP@ACL; arXiv 2106.08181)",
         modes=("posthoc",),
         description="linear AE, cosine + annealed-L1 loss; stores fp32 latents V x k + decoder k x d + bias",
-        options={
-            "latent_dim": "force k (must fit the budget)",
-            "init": "svd (default) or random",
-            "epochs": "epochs of the alpha annealing 1.0 -> 0.1 (default 20, the paper's)",
-            "additional_epochs": "epochs at alpha 0.1 afterwards (default 10, the paper's)",
-            "batch_size": "rows per Adam step (default 256; the paper uses 32)",
-            "lr": "Adam learning rate (default 1e-3, the paper's); StepLR(4, 0.5) per epoch",
-            "select": "best (default: epoch with the highest mean row cosine) or final",
-        },
     )
-    option_ranges = {"latent_dim": at_least(1), "epochs": at_least(1), "additional_epochs": at_least(0),
-                     "batch_size": at_least(1), "lr": positive()}
+
+    class Options(MethodOptions):
+        latent_dim: int | None = opt(None, "force k (must fit the budget)", at_least(1))
+        init: Literal["svd", "random"] = opt(DEFAULTS["init"], "encoder/decoder init (svd: the top-k right "
+                                                               "singular vectors)")
+        epochs: int = opt(DEFAULTS["epochs"], "epochs of the alpha annealing 1.0 -> 0.1 (the paper's)", at_least(1))
+        additional_epochs: int = opt(DEFAULTS["additional_epochs"], "epochs at alpha 0.1 afterwards (the paper's)",
+                                     at_least(0))
+        batch_size: int = opt(DEFAULTS["batch_size"], "rows per Adam step (the paper uses 32)", at_least(1))
+        lr: float = opt(DEFAULTS["lr"], "Adam learning rate (the paper's); StepLR(4, 0.5) per epoch", positive())
+        select: Literal["best", "final"] = opt(DEFAULTS["select"], "best: the epoch with the highest mean row "
+                                                                   "cosine | final: the last epoch")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: the paper's schedule (default), Adam lr x3 and /3, and the
@@ -195,9 +195,9 @@ class DirectionAE(Method):
         if k < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                     ae_bytes(num_embeddings, embedding_dim, 1))
-        forced = self.option("latent_dim", 0)
-        if forced:
-            if forced < 1 or forced > embedding_dim:
+        forced = self.option("latent_dim")
+        if forced is not None:
+            if forced > embedding_dim:
                 raise UsageError(f"direction-ae option latent_dim={forced} must be between 1 and d={embedding_dim}")
             if forced > k:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
@@ -205,16 +205,7 @@ class DirectionAE(Method):
             k = forced
         cfg: dict[str, Any] = {"latent_dim": k}
         for key, default in DEFAULTS.items():
-            cfg[key] = self.option(key, default)
-        if cfg["init"] not in INITS:
-            raise UsageError(f"direction-ae option init must be one of {', '.join(INITS)}, got {cfg['init']!r}")
-        if cfg["select"] not in SELECTS:
-            raise UsageError(f"direction-ae option select must be one of {', '.join(SELECTS)}, got {cfg['select']!r}")
-        for key in ("epochs", "batch_size", "step_size"):
-            if cfg[key] < 1:
-                raise UsageError(f"direction-ae option {key} must be >= 1, got {cfg[key]}")
-        if cfg["additional_epochs"] < 0 or cfg["lr"] <= 0:
-            raise UsageError("direction-ae options additional_epochs must be >= 0 and lr > 0")
+            cfg[key] = default if key in FIXED else self.option(key)
         return cfg
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:

@@ -38,16 +38,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, flag, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.vldb_common import (
     ScaffoldedEmbedding,
     add_loss,
@@ -193,31 +193,25 @@ class DPQ(Method):
         modes=("train",),
         description="query table (training only) -> D-part codes over K=32 learned centroids (sx: softmax "
                     "straight-through; vq: nearest centroid + codebook loss); stored: packed codes + codebooks",
-        options={
-            "mode": "sx (softmax, default) or vq",
-            "choices": "K, centroids per part (default 32; halved when even D=1 does not fit)",
-            "parts": "D, code parts; must divide d (default: the largest that fits)",
-            "shared": "one codebook shared by all parts (default false)",
-            "init_std": "std of queries and centroids at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"shared": flag(), "choices": at_least(2, high=65536), "parts": at_least(1), "init_std": positive()}
 
-    def _mode(self) -> str:
-        mode = str(self.option("mode", "sx")).lower()
-        if mode not in MODES:
-            raise UsageError(f"option mode of method '{self.card.name}' must be one of {', '.join(MODES)}, got {mode!r}")
-        return mode
+    class Options(MethodOptions):
+        mode: Literal["sx", "vq"] = opt("sx", "sx (softmax) or vq")
+        choices: int | None = opt(None, "K, centroids per part (unset: 32, halved when even D=1 does not fit)",
+                                  at_least(2, high=65536))
+        parts: int | None = opt(None, "D, code parts; must divide d (unset: the largest that fits)", at_least(1))
+        shared: bool = opt(False, "one codebook shared by all parts")
+        init_std: float | None = opt(None, "std of queries and centroids at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         v, d = int(num_embeddings), int(embedding_dim)
-        mode, shared = self._mode(), bool(self.option("shared", False))
-        forced_k, forced_d = int(self.option("choices", 0)), int(self.option("parts", 0))
-        if forced_d and d % forced_d:
+        mode, shared = self.option("mode"), self.option("shared")
+        forced_k, forced_d = self.option("choices"), self.option("parts")
+        if forced_d is not None and d % forced_d:
             raise UsageError(f"option parts={forced_d} of method '{self.card.name}' must divide d={d}")
-        part_opts = [forced_d] if forced_d else divisors(d)
-        k = forced_k or 32
+        part_opts = [forced_d] if forced_d is not None else divisors(d)
+        k = forced_k if forced_k is not None else 32
         smallest = None
         while k >= 2:
             fits = [p for p in part_opts if dpq_bytes(v, d, p, k, shared) <= budget_bytes]
@@ -225,7 +219,7 @@ class DPQ(Method):
                 return {"mode": mode, "choices": int(k), "parts": int(max(fits)), "shared": shared}
             nbytes = min(dpq_bytes(v, d, p, k, shared) for p in part_opts)
             smallest = nbytes if smallest is None else min(smallest, nbytes)
-            if forced_k:
+            if forced_k is not None:
                 break
             k //= 2
         raise self.unattainable(v, d, budget_bytes, int(smallest))
@@ -235,7 +229,9 @@ class DPQ(Method):
         v, d = int(num_embeddings), int(embedding_dim)
         parts, k, mode = int(config["parts"]), int(config["choices"]), str(config["mode"])
         books = 1 if config.get("shared") else parts
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         g = generator(seed)
         query = torch.randn(v, d, generator=g) * std
         values = torch.randn(books, k, d // parts, generator=g) * std

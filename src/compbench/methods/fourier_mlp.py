@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.dhe import default_linear_init_
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 MLPS = ("geglu", "linear")
 
@@ -122,21 +122,19 @@ class FourierMLP(Method):
         modes=("train",),
         description="T(p) = sin/cos((floor(i/2)+1) pi x), x = 2p/(V-1) - 1 (0 bytes); E = MLP(T) + T with a GeGLU "
                     "MLP, width the largest that fits up to 4d",
-        options={
-            "width": "force the GeGLU intermediate width h (must fit the budget)",
-            "max_expansion": "cap on h / d (default 4, the paper's FFN expansion)",
-            "mlp": "geglu (default, the paper's) or linear (a single d x d layer)",
-            "norm_len": "normalise by norm_len - 1 instead of V - 1 (128 reproduces the official CUDA kernel)",
-        },
     )
-    option_ranges = {"width": at_least(1), "max_expansion": positive(), "norm_len": at_least(2)}
+
+    class Options(MethodOptions):
+        width: int | None = opt(None, "force the GeGLU intermediate width h (must fit the budget)", at_least(1))
+        max_expansion: float = opt(4.0, "cap on h / d (the default is the paper's FFN expansion)", positive())
+        mlp: Literal["geglu", "linear"] = opt("geglu", "geglu (the paper's) or linear (a single d x d layer)")
+        norm_len: int | None = opt(None, "normalise by norm_len - 1 instead of V - 1 (128 reproduces the official "
+                                   "CUDA kernel)", at_least(2))
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
-        mlp = str(self.option("mlp", "geglu")).lower()
-        if mlp not in MLPS:
-            raise UsageError(f"option mlp of method '{self.card.name}' must be one of {', '.join(MLPS)}, got {mlp!r}")
-        norm_len = self.option("norm_len", 0) or num_embeddings
+        mlp = self.option("mlp")
+        norm_len = self.option("norm_len") or num_embeddings
         if norm_len < 2:
             raise UsageError(f"method '{self.card.name}' needs V >= 2 (or norm_len >= 2), got {norm_len}")
         cfg: dict[str, Any] = {"mlp": mlp, "norm_len": int(norm_len)}
@@ -146,16 +144,14 @@ class FourierMLP(Method):
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, need)
             return {**cfg, "width": 0}
         d = embedding_dim
-        forced = self.option("width", 0)
-        if forced < 0:
-            raise UsageError(f"option width of method '{self.card.name}' must be >= 1, got {forced}")
-        if forced:
+        forced = self.option("width")
+        if forced is not None:
             if mlp_bytes(d, forced, mlp) > budget_bytes:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, mlp_bytes(d, forced, mlp))
             return {**cfg, "width": int(forced)}
         if mlp_bytes(d, 1, mlp) > budget_bytes:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, mlp_bytes(d, 1, mlp))
-        cap = max(1, int(self.option("max_expansion", 4.0) * d))
+        cap = max(1, int(self.option("max_expansion") * d))
         width = (budget_bytes // 4 - d) // (3 * d + 2)
         width = max(1, min(width, cap))
         while width > 1 and mlp_bytes(d, width, mlp) > budget_bytes:

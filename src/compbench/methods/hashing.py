@@ -31,9 +31,9 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, flag, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 MERSENNE_PRIME = 2**31 - 1  # p of the universal hash family; ids must be < p
 
@@ -107,37 +107,34 @@ class Hashing(Method):
         reference="Weinberger et al. 2009, Feature Hashing for Large Scale Multitask Learning (ICML, arXiv 0902.2206)",
         modes=("train",),
         description="k universal hashes (default 2) into one shared B x d fp32 table, rows summed; B from the budget",
-        options={
-            "num_hashes": "number k of hash functions (default 2)",
-            "signed": "multiply each row by a +-1 sign hash (Weinberger's xi; default false)",
-            "buckets": "force the bucket count B (must fit the budget)",
-            "init_std": "std of every output entry at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"signed": flag(), "num_hashes": at_least(1), "buckets": at_least(1), "init_std": positive()}
+
+    class Options(MethodOptions):
+        num_hashes: int = opt(2, "number k of hash functions", at_least(1))
+        signed: bool = opt(False, "multiply each row by a +-1 sign hash (Weinberger's xi)")
+        buckets: int | None = opt(None, "force the bucket count B (must fit the budget)", at_least(1))
+        init_std: float | None = opt(None, "std of every output entry at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
-        k = self.option("num_hashes", 2)
-        if k < 1:
-            raise UsageError(f"option num_hashes of method '{self.card.name}' must be >= 1, got {k}")
+        k = self.option("num_hashes")
         buckets = min(budget_bytes // (4 * embedding_dim), num_embeddings)
         if buckets < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, hashing_bytes(1, embedding_dim))
-        forced = self.option("buckets", 0)
-        if forced < 0:
-            raise UsageError(f"option buckets of method '{self.card.name}' must be >= 1, got {forced}")
-        if forced:
+        forced = self.option("buckets")
+        if forced is not None:
             if hashing_bytes(forced, embedding_dim) > budget_bytes:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                         hashing_bytes(forced, embedding_dim))
             buckets = forced
-        return {"buckets": int(buckets), "num_hashes": int(k), "signed": bool(self.option("signed", False))}
+        return {"buckets": int(buckets), "num_hashes": int(k), "signed": self.option("signed")}
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         buckets, k = int(config["buckets"]), int(config["num_hashes"])
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         g = generator(seed)
         a, b = draw_universal(k, g)
         sa, sb = draw_universal(k, g) if config.get("signed") else (None, None)

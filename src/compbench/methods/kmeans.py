@@ -29,8 +29,8 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt
 
 DEFAULT_NITER = 25  # faiss' default
 DEFAULT_TRAIN_SIZE = 65536
@@ -97,14 +97,13 @@ class KMeans(Method):
                   "(arXiv 1412.6115); weight sharing of Han et al. 2016 (Deep Compression); faiss.Kmeans",
         modes=("posthoc",),
         description="each row -> one of K fp32 centroids; ceil(log2 K)-bit packed indices",
-        options={
-            "K": "force the number of centroids (must fit the budget and be <= V)",
-            "niter": f"k-means (Lloyd) iterations (default {DEFAULT_NITER}, faiss' default)",
-            "train_size": f"k-means training rows, a seeded subsample (default {DEFAULT_TRAIN_SIZE}); "
-                          "every row is then assigned",
-        },
     )
-    option_ranges = {"K": at_least(1), "niter": at_least(1), "train_size": at_least(1)}
+
+    class Options(MethodOptions):
+        K: int | None = opt(None, "force the number of centroids (must fit the budget and be <= V)", at_least(1))
+        niter: int = opt(DEFAULT_NITER, "k-means (Lloyd) iterations (faiss' default)", at_least(1))
+        train_size: int = opt(DEFAULT_TRAIN_SIZE, "k-means training rows, a seeded subsample; every row is then "
+                              "assigned", at_least(1))
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: the default (the most centroids the budget allows, 25
@@ -121,15 +120,12 @@ class KMeans(Method):
         return space
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        niter = self.option("niter", DEFAULT_NITER)
-        train = self.option("train_size", DEFAULT_TRAIN_SIZE)
-        if niter < 1 or train < 1:
-            raise UsageError(f"kmeans options niter and train_size must be >= 1, got {niter} and {train}")
-        n_train = min(int(num_embeddings), train)
+        niter = self.option("niter")
+        n_train = min(int(num_embeddings), self.option("train_size"))
         cap = min(int(num_embeddings), n_train)  # faiss needs at least K training points
         k = min(max_k(num_embeddings, embedding_dim, budget_bytes), cap)
-        if "K" in self.options:
-            forced = self.option("K", 1)
+        forced = self.option("K")
+        if forced is not None:
             if not 1 <= forced <= cap:
                 raise UsageError(f"kmeans option K={forced} must be between 1 and {cap} (training rows)")
             if kmeans_bytes(num_embeddings, embedding_dim, forced) > budget_bytes:

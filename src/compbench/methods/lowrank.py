@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.svd import LowRankEmbedding, max_rank
-
-INITS = ("balanced", "fan_in")
 
 
 def check_shape(method: str, num_embeddings: int, embedding_dim: int) -> None:
@@ -59,13 +57,13 @@ class LowRank(Method):
         reference="Lan et al. 2020, ALBERT factorized embedding parameterization (arXiv 1909.11942)",
         modes=("train",),
         description="V x r table + r x d projection (fp32), r the largest that fits, capped at d",
-        options={
-            "rank": "force a rank r (must fit the budget)",
-            "init_std": "std of every output entry at init (default d**-0.5)",
-            "init": "fan_in (default: A ~ N(0, init_std^2), B ~ N(0, 1/r)) or balanced (both on one scale)",
-        },
     )
-    option_ranges = {"rank": at_least(1), "init_std": positive()}
+
+    class Options(MethodOptions):
+        rank: int | None = opt(None, "force a rank r (must fit the budget)", at_least(1))
+        init_std: float | None = opt(None, "std of every output entry at init (unset: d**-0.5)", positive())
+        init: Literal["fan_in", "balanced"] = opt("fan_in", "fan_in (A ~ N(0, init_std^2), B ~ N(0, 1/r)) or "
+                                                  "balanced (both on one scale)")
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
@@ -73,10 +71,8 @@ class LowRank(Method):
         if r < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                     lowrank_bytes(num_embeddings, embedding_dim, 1))
-        forced = self.option("rank", 0)
-        if forced < 0:
-            raise UsageError(f"option rank of method '{self.card.name}' must be >= 1, got {forced}")
-        if forced:
+        forced = self.option("rank")
+        if forced is not None:
             if forced > r and lowrank_bytes(num_embeddings, embedding_dim, forced) > budget_bytes:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                         lowrank_bytes(num_embeddings, embedding_dim, forced))
@@ -84,15 +80,14 @@ class LowRank(Method):
         return {"rank": int(r), "init": self._init()}
 
     def _init(self) -> str:
-        init = str(self.option("init", "fan_in")).lower()
-        if init not in INITS:
-            raise UsageError(f"option init of method '{self.card.name}' must be one of {', '.join(INITS)}, got {init!r}")
-        return init
+        return str(self.option("init"))
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         r = int(config["rank"])
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         init = str(config.get("init") or self._init())
         if init == "fan_in":  # table rows like a dense table, projection like a fan-in-scaled linear layer
             sa, sb = std, 1.0 / math.sqrt(r)

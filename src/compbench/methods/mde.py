@@ -47,9 +47,9 @@ import torch
 from torch import nn
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import OptionRange, at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import (
     as_int_list,
     bits_for,
@@ -158,19 +158,18 @@ class MDE(Method):
         description="ids ranked by the shipped train-split token counts, k=8 geometric blocks; block i has "
                     "width d_i = lambda p_i^alpha (alpha 0.3) and a d_i x d projection; lambda from the budget; "
                     "packed block ids counted",
-        options={
-            "blocks": "number k of frequency blocks (default 8)",
-            "alpha": "temperature of the power rule d_i ~ p_i^alpha (default 0.3)",
-            "init_std": "std of every output entry at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"blocks": at_least(1), "alpha": OptionRange(float, 0, 4), "init_std": positive()}
+
+    class Options(MethodOptions):
+        blocks: int = opt(8, "number k of frequency blocks", at_least(1))
+        alpha: float = opt(0.3, "temperature of the power rule d_i ~ p_i^alpha", OptionRange(float, 0, 4))
+        init_std: float | None = opt(None, "std of every output entry at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         v, d = int(num_embeddings), int(embedding_dim)
-        k = int(self.option("blocks", 8))
-        alpha = float(self.option("alpha", 0.3))
+        k = self.option("blocks")
+        alpha = self.option("alpha")
         block_of, counts, sizes = frequency_blocks(v, k)
         pop = block_popularity(counts, block_of, len(sizes))
         best = budget_dims(v, d, sizes, pop, alpha, budget_bytes)
@@ -186,7 +185,9 @@ class MDE(Method):
         block_of, _, got = frequency_blocks(v, int(config["blocks"]))
         if got != sizes:  # the shipped table changed since configure: refuse rather than mis-assign
             raise ValueError(f"mde: frequency blocks {got} differ from the configured {sizes}")
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         g = generator(seed)
         tables, projs = [], []
         for n, k in zip(sizes, dims):

@@ -31,9 +31,9 @@ import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.mde import MDEmbedding, block_popularity, budget_dims, mde_bytes
-from compbench.methods.options import OptionRange, at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, OptionRange, at_least, opt
 from compbench.methods.streaming import project_rows, top_right_singular_vectors
 from compbench.methods.tiered import is_frequency_mode, row_counts
 from compbench.methods.vldb_common import blocks_by_frequency
@@ -74,21 +74,20 @@ class MDEPosthoc(Method):
         description="k geometric frequency blocks (calibration-corpus counts, else row order); width "
                     "d_i = lambda p_i^alpha from the budget; per block the best rank-d_i factors T_i P_i; "
                     "projections and packed block ids counted",
-        options={
-            "blocks": "number k of frequency blocks (default 8)",
-            "alpha": "temperature of the power rule d_i ~ p_i^alpha (default 0.3)",
-            "frequencies": "auto (default: calibration-corpus counts for MiniLM's vocabulary, else row order) | "
-                           "corpus | row-order | file:PATH (your counts: --frequencies FILE)",
-        },
     )
-    option_ranges = {"blocks": at_least(1), "alpha": OptionRange(float, 0, 4)}
+
+    class Options(MethodOptions):
+        blocks: int = opt(8, "number k of frequency blocks", at_least(1))
+        alpha: float = opt(0.3, "temperature of the power rule d_i ~ p_i^alpha", OptionRange(float, 0, 4))
+        frequencies: str = opt("auto", "auto (calibration-corpus counts for MiniLM's vocabulary, else row order) | "
+                               "corpus | row-order | file:PATH (your counts: --frequencies FILE)")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """``alpha`` x ``blocks`` (8 candidates), for the harness' tuning on validation data."""
         return [{"alpha": a, "blocks": k} for k in BLOCKS for a in ALPHAS]
 
     def _frequencies(self) -> str:
-        mode = str(self.options.get("frequencies", "auto"))
+        mode = self.option("frequencies")
         if not is_frequency_mode(mode):
             raise UsageError(f"option frequencies={mode!r} of method 'mde-posthoc' must be one of "
                              f"{', '.join(FREQUENCIES)}")
@@ -96,8 +95,8 @@ class MDEPosthoc(Method):
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         v, d = int(num_embeddings), int(embedding_dim)
-        k = int(self.option("blocks", 8))
-        alpha = float(self.option("alpha", 0.3))
+        k = self.option("blocks")
+        alpha = self.option("alpha")
         block_of, counts, sizes, source = layout(v, k, self._frequencies())
         pop = block_popularity(counts, block_of, len(sizes))
         dims = budget_dims(v, d, sizes, pop, alpha, budget_bytes)

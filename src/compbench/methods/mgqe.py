@@ -35,10 +35,10 @@ import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.dpq import DPQEmbedding, initial_codes
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import OptionRange, at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import (
     bits_for,
     divisors,
@@ -131,30 +131,27 @@ class MGQE(Method):
         modes=("train",),
         description="DPQ-VQ codes; the 10% most frequent ids (shipped train-split counts) choose among 256 "
                     "centroids per part, the rest among the first 64; codes stored per tier at 8 / 6 bits",
-        options={
-            "high_choices": "K_high, centroids for frequent ids (default 256)",
-            "low_choices": "K_low, centroids for rare ids (default 64)",
-            "top_percent": "share of ids in the frequent tier (default 0.1)",
-            "parts": "D, code parts; must divide d (default: the largest that fits)",
-            "init_std": "std of queries and centroids at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"high_choices": at_least(2, high=65536), "low_choices": at_least(1, high=65536),
-                     "top_percent": OptionRange(float, 0, 1, min_open=True), "parts": at_least(1),
-                     "init_std": positive()}
+
+    class Options(MethodOptions):
+        high_choices: int = opt(256, "K_high, centroids for frequent ids", at_least(2, high=65536))
+        low_choices: int = opt(64, "K_low, centroids for rare ids", at_least(1, high=65536))
+        top_percent: float = opt(0.1, "share of ids in the frequent tier", OptionRange(float, 0, 1, min_open=True))
+        parts: int | None = opt(None, "D, code parts; must divide d (unset: the largest that fits)", at_least(1))
+        init_std: float | None = opt(None, "std of queries and centroids at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         v, d = int(num_embeddings), int(embedding_dim)
-        k_high, k_low = int(self.option("high_choices", 256)), int(self.option("low_choices", 64))
+        k_high, k_low = self.option("high_choices"), self.option("low_choices")
         if k_low > k_high:
             raise UsageError(f"method '{self.card.name}' needs low_choices <= high_choices, got {k_low} > {k_high}")
-        top = float(self.option("top_percent", 0.1))
+        top = self.option("top_percent")
         n_high = int(high_tier(v, top).sum())
-        forced_d = int(self.option("parts", 0))
-        if forced_d and d % forced_d:
+        forced_d = self.option("parts")
+        if forced_d is not None and d % forced_d:
             raise UsageError(f"option parts={forced_d} of method '{self.card.name}' must divide d={d}")
-        part_opts = [forced_d] if forced_d else divisors(d)
+        part_opts = [forced_d] if forced_d is not None else divisors(d)
         smallest = None
         while k_low >= 1 and k_high >= 2:
             fits = [p for p in part_opts if mgqe_bytes(v, d, p, k_high, k_low, n_high) <= budget_bytes]
@@ -171,7 +168,9 @@ class MGQE(Method):
         v, d = int(num_embeddings), int(embedding_dim)
         parts, k_high, k_low = int(config["parts"]), int(config["high_choices"]), int(config["low_choices"])
         high = torch.from_numpy(high_tier(v, float(config["top_percent"])))
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         g = generator(seed)
         query = torch.randn(v, d, generator=g) * std
         values = torch.randn(parts, k_high, d // parts, generator=g) * std

@@ -50,9 +50,9 @@ import torch
 from torch import nn
 
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 from compbench.methods.vldb_common import (
     ScaffoldedEmbedding,
     add_loss,
@@ -295,31 +295,32 @@ class OptEmbed(Method):
         description="supernet (L1-threshold row masks per frequency block, random width prefixes) for 500 steps, "
                     "evolutionary search of per-block widths under the budget (first-order saliency fitness), "
                     "then retraining; stored: kept rows' first k_b values + block ids + kept bits + widths",
-        options={
-            "blocks": "frequency blocks playing OptEmbed's fields (default 8)",
-            "search_steps": "supernet training steps before the search (default 500)",
-            "alpha": "coefficient of the threshold regulariser alpha sum exp(-t) (default 1e-5)",
-            "init_std": "std of the table at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"blocks": at_least(1), "search_steps": at_least(0), "alpha": positive(), "init_std": positive()}
+
+    class Options(MethodOptions):
+        blocks: int = opt(8, "frequency blocks playing OptEmbed's fields", at_least(1))
+        search_steps: int = opt(500, "supernet training steps before the search", at_least(0))
+        alpha: float = opt(1e-5, "coefficient of the threshold regulariser alpha sum exp(-t)", positive())
+        init_std: float | None = opt(None, "std of the table at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         v, d = int(num_embeddings), int(embedding_dim)
-        _, _, sizes = frequency_blocks(v, int(self.option("blocks", 8)))
+        _, _, sizes = frequency_blocks(v, self.option("blocks"))
         overhead = optembed_overhead(v, len(sizes))
         cap = min((int(budget_bytes) - overhead) // 4, v * d)
         if cap < 1:
             raise self.unattainable(v, d, budget_bytes, overhead + 4)
         return {"blocks": len(sizes), "sizes": sizes, "capacity": int(cap),
-                "search_steps": int(self.option("search_steps", 500)), "alpha": float(self.option("alpha", 1e-5))}
+                "search_steps": self.option("search_steps"), "alpha": self.option("alpha")}
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         v, d = int(num_embeddings), int(embedding_dim)
         block_of, _, sizes = frequency_blocks(v, int(config["blocks"]))
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         w = torch.randn(v, d, generator=generator(seed)) * std
         return OptEmbedEmbedding(v, d, torch.from_numpy(block_of), len(sizes), int(config["capacity"]), w,
                                  int(config["search_steps"]), float(config["alpha"]), seed)

@@ -1,10 +1,21 @@
-"""Declared ranges of methods' numeric options, checked when a method is constructed.
+"""A method's options, declared once.
 
-Each method lists the numeric options of its card in ``Method.option_ranges`` (option name ->
-:class:`OptionRange`); :meth:`Method.__init__ <compbench.methods.base.Method>` checks every user value
-against it, so ``-o rank=-5`` fails at once with a one-line UsageError (exit 2), before any work and also
-in sweeps (a sweep constructs every method while planning). Limits that depend on the table (``M`` must
-divide ``d``, ``K`` at most the training rows, a forced size must fit the budget) stay in ``configure``.
+Each method declares its options as one typed model, a subclass of :class:`MethodOptions` set as
+``Method.Options``: one field per option, written with :func:`opt` (its default, its help line and, for a number,
+its valid values as an :class:`OptionRange`)::
+
+    class Options(MethodOptions):
+        rank: int | None = opt(None, "force a rank (must fit the budget)", at_least(1))
+        dtype: Literal["float32", "float16"] = opt("float32", "storage of the factors")
+
+Everything else derives from that model (``Method.__init_subclass__``): the card's option help
+(``card.options``, what ``compbench list methods NAME`` shows with each option's type, default and valid values),
+the declared ranges (``Method.option_ranges``), the validation of user values, and the typed values a method reads
+(``self.option("rank")``, or ``self.opts.rank``). :meth:`Method.__init__ <compbench.methods.method_base.Method>` checks
+every user value when the method is constructed, so ``-o rank=-5`` fails at once with a one-line UsageError
+(exit 2), before any work and also in sweeps (a sweep constructs every method while planning). Limits that depend
+on the table (``M`` must divide ``d``, ``K`` at most the training rows, a forced size must fit the budget) stay in
+``configure``. Adding an option is one line in the model.
 """
 
 from __future__ import annotations
@@ -14,7 +25,11 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from compbench.errors import UsageError, quoted
 
@@ -173,5 +188,112 @@ def canonical_options(method: str, options: Mapping[str, Any], ranges: Mapping[s
     return out
 
 
-__all__ = ["BOOL_WORDS", "OptionRange", "at_least", "canonical_options", "canonical_value", "check_options", "flag",
-           "non_negative", "positive"]
+class MethodOptions(BaseModel):
+    """A method's options: one field per option, each declared with :func:`opt` (default, help, valid values).
+
+    The model is the one place an option is declared; unknown options are refused (``extra="forbid"``), values are
+    immutable once validated, and a number given for a text option is taken as its text (``-o dtype=8``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choices_in_any_case(cls, data: Any) -> Any:
+        """A choice (a ``Literal`` option) in any case and with spaces around it: ``-o op=ADD`` is ``add``."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            base = _base_type(info.annotation) if info is not None else None
+            if isinstance(value, str) and get_origin(base) is Literal:
+                for choice in get_args(base):
+                    if isinstance(choice, str) and choice.lower() == value.strip().lower():
+                        out[key] = choice
+        return out
+
+
+_RANGE_KEY = "compbench_range"
+
+
+def opt(default: Any, help: str, valid: OptionRange | None = None) -> Any:
+    """One option of a :class:`MethodOptions` model: its ``default`` (None: chosen from the budget or the table),
+    a one-line ``help`` (without the default: it is shown from the model) and, for a number, its ``valid``
+    values (:func:`at_least`, :func:`positive`, ...; booleans are flags without saying so)."""
+    extra = {_RANGE_KEY: valid} if valid is not None else None
+    return Field(default, description=help, json_schema_extra=extra)  # type: ignore[arg-type]
+
+
+def _base_type(annotation: Any) -> Any:
+    """``int`` for ``int | None``, the Literal itself for ``Literal[...] | None``; unions of several types: None."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not NoneType]
+        return args[0] if len(args) == 1 else None
+    return annotation
+
+
+def field_range(info: FieldInfo) -> OptionRange | None:
+    """The valid values of one option: its declared :class:`OptionRange`, else the one its type implies (a bool
+    option is a flag, an int or float one any finite number); None for text and choices (the model checks those)."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get(_RANGE_KEY), OptionRange):
+        return extra[_RANGE_KEY]  # type: ignore[return-value]
+    base = _base_type(info.annotation)
+    if base is bool:
+        return flag()
+    if base is int:
+        return OptionRange(int)
+    if base is float:
+        return OptionRange(float)
+    return None
+
+
+def option_ranges(model: type[MethodOptions]) -> dict[str, OptionRange]:
+    """Option name -> valid values, for every option of ``model`` that is a number or a flag."""
+    out = {}
+    for name, info in model.model_fields.items():
+        rng = field_range(info)
+        if rng is not None:
+            out[name] = rng
+    return out
+
+
+def type_words(info: FieldInfo) -> str:
+    """An option's type in words: ``integer``, ``number``, ``flag``, ``text`` or ``one of a, b``."""
+    base = _base_type(info.annotation)
+    if get_origin(base) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(base))
+    return {bool: "flag", int: "integer", float: "number", str: "text"}.get(base, "value")
+
+
+def describe_option(info: FieldInfo) -> str:
+    """The help line of an option with its default and valid values, as the card shows it."""
+    rng = field_range(info)
+    valid = rng.describe() if rng is not None else type_words(info)
+    default = "chosen for the budget" if info.default is None else repr(info.default)
+    return f"{info.description or ''} [default: {default}; {valid}]".strip()
+
+
+def option_help(model: type[MethodOptions]) -> dict[str, str]:
+    """Option name -> its help line with default and valid values (the card's ``options``)."""
+    return {name: describe_option(info) for name, info in model.model_fields.items()}
+
+
+def validate_options(method: str, model: type[MethodOptions], options: Mapping[str, Any]) -> MethodOptions:
+    """``options`` (already canonical) validated by ``model``; the first problem as a one-line UsageError."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err.get("loc") else "?"
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(sorted(model.model_fields)) or "none"
+            raise UsageError(f"method '{method}' has no option {quoted(key)} (options: {known})") from None
+        msg = str(err.get("msg", "is invalid")).replace("\n", " ")
+        raise UsageError(f"option {quoted(key)}={quoted(options.get(key))} of method '{method}': "
+                         f"{msg[:1].lower() + msg[1:]}") from None
+
+
+__all__ = ["BOOL_WORDS", "MethodOptions", "OptionRange", "at_least", "canonical_options", "canonical_value",
+           "check_options", "describe_option", "field_range", "flag", "non_negative", "opt", "option_help",
+           "option_ranges", "positive", "type_words", "validate_options"]

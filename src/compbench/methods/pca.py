@@ -18,15 +18,15 @@ Stored, in ``dtype`` (``float32`` by default, ``-o dtype=float16`` halves every 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS, streaming
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import column_mean, largest_entry_signs, project_rows, top_right_singular_vectors
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -79,14 +79,9 @@ class PCAEmbedding(CompressedEmbedding):
         return self.coeffs.float() @ self.axes.float() + self.mean.float()
 
 
-def dtype_option(method: Method, key: str = "dtype", default: str = "float32") -> str:
-    """The canonical name (float32 | float16) of a dtype option (fp32 / fp16 accepted)."""
-    raw = str(method.options.get(key, default)).lower()
-    name = _ALIASES.get(raw)
-    if name is None:
-        raise UsageError(f"option {key}={method.options.get(key)!r} of method '{method.card.name}' must be "
-                         "float32 or float16")
-    return name
+def dtype_option(method: Method, key: str = "dtype") -> str:
+    """The canonical name (float32 | float16) of a dtype option (fp32 / fp16 accepted, checked by the model)."""
+    return _ALIASES[str(method.option(key))]
 
 
 @METHODS.register("pca")
@@ -102,10 +97,12 @@ class PCA(Method):
         modes=("posthoc",),
         description="E ~= mean + C_r W_r (centered, exact SVD); mean, axes and coefficients stored, "
                     "rank from the budget",
-        options={"rank": "force a rank (must fit the budget)",
-                 "dtype": "factor dtype: float32 (default) | float16 (fp32 | fp16)"},
     )
-    option_ranges = {"rank": at_least(1)}
+
+    class Options(MethodOptions):
+        rank: int | None = opt(None, "force a rank (must fit the budget)", at_least(1))
+        dtype: Literal["float32", "float16", "fp32", "fp16"] = opt(
+            "float32", "factor dtype (fp32 = float32, fp16 = float16)")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: fp32 factors (default) and fp16 factors at about twice
@@ -116,8 +113,8 @@ class PCA(Method):
         dtype = dtype_option(self)
         s = DTYPES[dtype].itemsize
         r = pca_max_rank(num_embeddings, embedding_dim, budget_bytes, s)
-        forced = self.option("rank", 0)
-        if forced:
+        forced = self.option("rank")
+        if forced is not None:
             if forced > min(num_embeddings, embedding_dim):
                 raise UsageError(f"option rank={forced} of method 'pca' must be <= min(V, d) = "
                                  f"{min(num_embeddings, embedding_dim)}")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,9 +47,9 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.packing import unpack
 from compbench.methods.streaming import encode_blocks, rows_per_block
 
@@ -206,31 +206,40 @@ def _centroids(pq: Any) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
+class _PQOptions(MethodOptions):
+    nbits: int | None = opt(None, f"bits per sub-quantizer code (unset: {DEFAULT_NBITS}, lowered automatically when "
+                            "nothing fits)", at_least(1, high=MAX_NBITS))
+    M: int | None = opt(None, "force the number of sub-quantizers (must divide d and fit the budget)", at_least(1))
+    train_size: int = opt(DEFAULT_TRAIN_SIZE, "k-means training rows, a seeded subsample", at_least(1))
+    niter: int = opt(DEFAULT_NITER, "k-means iterations per sub-space (faiss' default is 25)", at_least(1))
+    codebook_dtype: Literal["float32", "float16"] = opt("float32", "codebook storage (float16: half the codebook "
+                                                                   "bytes)")
+
+
+class _OPQOptions(_PQOptions):
+    niter_opq: int = opt(DEFAULT_NITER_OPQ, "OPQ alternating iterations (faiss: 50)", at_least(1))
+    niter_pq_0: int = opt(DEFAULT_NITER_PQ_0, "k-means iterations of OPQ's first PQ (faiss: 40)", at_least(1))
+    # >= 2**nbits: checked in configure
+    opq_train_size: int = opt(DEFAULT_OPQ_TRAIN_SIZE, "rows the rotation is learned on, a seeded subsample "
+                              "(faiss: 65536)", at_least(1))
+
+
 class _PQBase(Method):
     rotation: bool = False
-    option_ranges = {"nbits": at_least(1, high=MAX_NBITS), "M": at_least(1), "train_size": at_least(1),
-                     "niter": at_least(1)}
-
-    def _int_option(self, key: str, default: int, low: int) -> int:
-        value = self.option(key, default)
-        if value < low:
-            raise UsageError(f"option {key}={value} of method '{self.card.name}' must be >= {low}")
-        return value
+    Options = _PQOptions
 
     def _candidates(self, num_embeddings: int, embedding_dim: int) -> tuple[list[int], list[int], int]:
         """(nbits values, M values, training rows) allowed by the options and the table."""
-        n_train = min(int(num_embeddings), self._int_option("train_size", DEFAULT_TRAIN_SIZE, 1))
+        n_train = min(int(num_embeddings), self.option("train_size"))
         m_opts = divisors(embedding_dim)
-        if "M" in self.options:
-            forced_m = self._int_option("M", 1, 1)
+        forced_m = self.option("M")
+        if forced_m is not None:
             if embedding_dim % forced_m:
                 raise UsageError(f"option M={forced_m} of method '{self.card.name}' must divide d={embedding_dim} "
                                  f"(divisors: {', '.join(map(str, m_opts))})")
             m_opts = [forced_m]
-        if "nbits" in self.options:
-            nb = self._int_option("nbits", DEFAULT_NBITS, 1)
-            if nb > MAX_NBITS:
-                raise UsageError(f"option nbits={nb} of method '{self.card.name}' must be <= {MAX_NBITS}")
+        nb = self.option("nbits")
+        if nb is not None:
             if (1 << nb) > n_train:
                 raise UsageError(f"option nbits={nb} of method '{self.card.name}' needs >= {1 << nb} training rows, "
                                  f"the table has {n_train}")
@@ -242,11 +251,7 @@ class _PQBase(Method):
 
     def codebook_dtype(self) -> str:
         """``float32`` (default) or ``float16`` codebooks (option ``codebook_dtype``)."""
-        dt = str(self.option("codebook_dtype", "float32"))
-        if dt not in CODEBOOK_DTYPES:
-            raise UsageError(f"option codebook_dtype={dt} of method '{self.card.name}' must be one of "
-                             f"{', '.join(CODEBOOK_DTYPES)}")
-        return dt
+        return str(self.option("codebook_dtype"))
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """Candidates for the harness' tuning on validation data (at most 12; the default first): k-means
@@ -272,26 +277,20 @@ class _PQBase(Method):
                 m = max(fits)
                 cfg: dict[str, Any] = {"M": m, "nbits": nb, "dsub": embedding_dim // m,
                                        "code_bytes_per_row": code_size(m, nb), "train_size": n_train,
-                                       "niter": self._int_option("niter", DEFAULT_NITER, 1)}
+                                       "niter": self.option("niter")}
                 if cb != 4:  # recorded only when not the default, so untuned configs stay as they were
                     cfg["codebook_dtype"] = self.codebook_dtype()
                 if self.rotation:
-                    cfg["niter_opq"] = self._int_option("niter_opq", DEFAULT_NITER_OPQ, 1)
-                    cfg["niter_pq_0"] = self._int_option("niter_pq_0", DEFAULT_NITER_PQ_0, 1)
-                    cfg["opq_train_size"] = min(n_train, self._int_option("opq_train_size", DEFAULT_OPQ_TRAIN_SIZE,
-                                                                          1 << nb))
+                    cfg["niter_opq"] = self.option("niter_opq")
+                    cfg["niter_pq_0"] = self.option("niter_pq_0")
+                    opq_rows = self.option("opq_train_size")
+                    if opq_rows < (1 << nb):
+                        raise UsageError(f"option opq_train_size={opq_rows} of method '{self.card.name}' must be "
+                                         f">= {1 << nb}")
+                    cfg["opq_train_size"] = min(n_train, opq_rows)
                 return cfg
         min_bytes = min(cost(m, nb) for nb in nbits_opts for m in m_opts)
         raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, min_bytes)
-
-
-_PQ_OPTIONS = {
-    "nbits": f"bits per sub-quantizer code (default {DEFAULT_NBITS}, lowered automatically when nothing fits)",
-    "M": "force the number of sub-quantizers (must divide d and fit the budget)",
-    "train_size": f"k-means training rows, a seeded subsample (default {DEFAULT_TRAIN_SIZE})",
-    "niter": f"k-means iterations per sub-space (default {DEFAULT_NITER}; faiss' default is 25)",
-    "codebook_dtype": "codebook storage: float32 (default) or float16 (half the codebook bytes)",
-}
 
 
 @METHODS.register("pq")
@@ -305,7 +304,6 @@ class PQ(_PQBase):
         reference="Jegou, Douze & Schmid 2011, Product Quantization for Nearest Neighbor Search (TPAMI); faiss",
         modes=("posthoc",),
         description="M codes of nbits per row + fp32 codebooks; M the largest divisor of d that fits",
-        options=_PQ_OPTIONS,
     )
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
@@ -329,14 +327,8 @@ class OPQ(_PQBase):
         reference="Ge, He, Ke & Sun 2014, Optimized Product Quantization (TPAMI; CVPR 2013); faiss OPQMatrix",
         modes=("posthoc",),
         description="learned d x d rotation (fp32, stored) + PQ of the rotated rows",
-        options={**_PQ_OPTIONS,
-                 "niter_opq": f"OPQ alternating iterations (default {DEFAULT_NITER_OPQ}; faiss: 50)",
-                 "niter_pq_0": f"k-means iterations of OPQ's first PQ (default {DEFAULT_NITER_PQ_0}; faiss: 40)",
-                 "opq_train_size": f"rows the rotation is learned on, a seeded subsample (default "
-                                   f"{DEFAULT_OPQ_TRAIN_SIZE}; faiss: 65536)"},
     )
-    option_ranges = {**_PQBase.option_ranges, "niter_opq": at_least(1), "niter_pq_0": at_least(1),
-                     "opq_train_size": at_least(1)}  # opq_train_size >= 2**nbits: checked in configure
+    Options = _OPQOptions
 
     def compress(self, table: torch.Tensor, config: Mapping[str, Any], *, seed: int) -> CompressedEmbedding:
         import faiss

@@ -51,16 +51,15 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import OptionRange, at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, OptionRange, at_least, opt, positive
 from compbench.methods.vldb_common import (
     ScaffoldedEmbedding,
     csr_bytes,
@@ -72,7 +71,6 @@ from compbench.methods.vldb_common import (
 )
 
 PRUNE_EVERY = 10  # DeepLight / the VLDB code prune at iterations divisible by 10
-THRESHOLD_TYPES = ("feature_dimension", "feature", "dimension", "global")
 
 
 class SparseTableEmbedding(ScaffoldedEmbedding):
@@ -228,21 +226,22 @@ class DeepLight(_Pruning):
         description="dense working table; every 10 steps the smallest |w| are zeroed along DeepLight's "
                     "schedule (target reached at prune_steps=500); stored: fp32 values + uint8 columns + "
                     "uint8 row counts of the C non-zeros that fit",
-        options={
-            "prune_steps": "training steps until the target sparsity (default 500)",
-            "init_std": "std of the table at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"prune_steps": at_least(0), "init_std": positive()}
+
+    class Options(MethodOptions):
+        prune_steps: int = opt(500, "training steps until the target sparsity", at_least(0))
+        init_std: float | None = opt(None, "std of the table at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         cap = self._capacity(num_embeddings, embedding_dim, budget_bytes)
         return {"capacity": cap, "density": cap / (num_embeddings * embedding_dim),
-                "prune_steps": int(self.option("prune_steps", 500))}
+                "prune_steps": self.option("prune_steps")}
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         w = torch.randn(num_embeddings, embedding_dim, generator=generator(seed)) * std
         return DeepLightEmbedding(num_embeddings, embedding_dim, int(config["capacity"]), w,
                                   int(config["prune_steps"]))
@@ -262,30 +261,29 @@ class PEP(_Pruning):
         description="search: sign(w) relu(|w| - sigmoid(s + c_t)), learnable s per entry, scheduled offset c_t "
                     "reaching the budget's density at search_steps=500; then the mask is fixed and retrained; "
                     "stored as a CSR table (fp32 values, uint8 columns and row counts)",
-        options={
-            "threshold_type": "granularity of s: feature_dimension (default), feature, dimension or global",
-            "threshold_init": "initial s (default -15; the VLDB configuration uses -150)",
-            "search_steps": "training steps of the search phase (default 500)",
-            "init_std": "std of the table at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"threshold_init": OptionRange(float, -1000, 1000), "search_steps": at_least(0),
-                     "init_std": positive()}
+
+    class Options(MethodOptions):
+        threshold_type: Literal["feature_dimension", "feature", "dimension", "global"] = opt(
+            "feature_dimension", "granularity of s")
+        threshold_init: float = opt(-15.0, "initial s (the VLDB configuration uses -150)",
+                                    OptionRange(float, -1000, 1000))
+        search_steps: int = opt(500, "training steps of the search phase", at_least(0))
+        init_std: float | None = opt(None, "std of the table at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         cap = self._capacity(num_embeddings, embedding_dim, budget_bytes)
-        kind = str(self.option("threshold_type", "feature_dimension")).lower()
-        if kind not in THRESHOLD_TYPES:
-            raise UsageError(f"option threshold_type of method '{self.card.name}' must be one of "
-                             f"{', '.join(THRESHOLD_TYPES)}, got {kind!r}")
-        return {"capacity": cap, "density": cap / (num_embeddings * embedding_dim), "threshold_type": kind,
-                "threshold_init": float(self.option("threshold_init", -15.0)),
-                "search_steps": int(self.option("search_steps", 500))}
+        return {"capacity": cap, "density": cap / (num_embeddings * embedding_dim),
+                "threshold_type": self.option("threshold_type"),
+                "threshold_init": self.option("threshold_init"),
+                "search_steps": self.option("search_steps")}
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         v, d = int(num_embeddings), int(embedding_dim)
-        std = self.option("init_std", 1.0 / math.sqrt(d))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(d)
         w = torch.randn(v, d, generator=generator(seed)) * std
         shape = {"feature_dimension": (v, d), "feature": (v, 1), "dimension": (d,), "global": (1,)}
         s = torch.full(shape[str(config["threshold_type"])], float(config["threshold_init"]))

@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 OPS = ("mult", "add", "concat")
 
@@ -133,40 +133,30 @@ class QR(Method):
         modes=("train",),
         description="remainder (c x d) and quotient (ceil(V/c) x d) fp32 tables, op mult|add|concat; "
                     "smallest c that fits; 3+ partitions only when two cannot fit",
-        options={
-            "op": "how rows combine: mult (default, the paper's), add or concat",
-            "partitions": "number k of complementary partitions (default 0 = 2, or the smallest that fits)",
-            "collisions": "force the collision count c (must fit the budget)",
-            "init_std": "std of every output entry at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"partitions": at_least(2, auto=0), "collisions": at_least(1), "init_std": positive()}
 
-    def _op(self) -> str:
-        op = str(self.option("op", "mult")).lower()
-        if op not in OPS:
-            raise UsageError(f"option op of method '{self.card.name}' must be one of {', '.join(OPS)}, got {op!r}")
-        return op
+    class Options(MethodOptions):
+        op: Literal["mult", "add", "concat"] = opt("mult", "how rows combine (mult: the paper's)")
+        partitions: int = opt(0, "number k of complementary partitions (automatic: 2, or the smallest that fits)",
+                              at_least(2, auto=0))
+        collisions: int | None = opt(None, "force the collision count c (must fit the budget)", at_least(1))
+        init_std: float | None = opt(None, "std of every output entry at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
-        op = self._op()
-        forced_k = self.option("partitions", 0)
-        if forced_k < 0 or forced_k == 1:
-            raise UsageError(f"option partitions of method '{self.card.name}' must be >= 2 (or 0 = auto), got {forced_k}")
+        op = self.option("op")
+        forced_k = self.option("partitions")
         max_k = max(2, math.ceil(math.log2(max(num_embeddings, 2))))
         candidates = [forced_k] if forced_k else list(range(2, max_k + 1))
         if op == "concat":
             if embedding_dim < min(candidates):
                 raise UsageError(f"qr op=concat needs d >= {min(candidates)} partitions, got d={embedding_dim}")
             candidates = [k for k in candidates if k <= embedding_dim]
-        forced_c = self.option("collisions", 0)
-        if forced_c < 0:
-            raise UsageError(f"option collisions of method '{self.card.name}' must be >= 1, got {forced_c}")
+        forced_c = self.option("collisions")
         smallest = None
         for k in candidates:
             dims = split_dims(embedding_dim, k, op)
-            if forced_c:
+            if forced_c is not None:
                 nbytes = qr_bytes(qr_radices(num_embeddings, forced_c, k), dims)
                 c = forced_c if nbytes <= budget_bytes else None
             else:
@@ -183,7 +173,9 @@ class QR(Method):
         radices = [int(m) for m in config["radices"]]
         dims = [int(x) for x in config.get("dims") or split_dims(embedding_dim, len(radices), op)]
         k = len(radices)
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         s = {"mult": std ** (1.0 / k), "add": std / math.sqrt(k), "concat": std}[op]
         g = generator(seed)
         tables = [torch.randn(m, dd, generator=g) * s for m, dd in zip(radices, dims)]

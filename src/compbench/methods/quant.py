@@ -18,14 +18,14 @@ Each has a fixed size, so each meets exactly the budgets at or above its size;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.packing import pack, packed_width, unpack
 from compbench.methods.streaming import row_blocks, rows_per_block
 
@@ -82,11 +82,8 @@ class CastEmbedding(CompressedEmbedding):
 class _Quant(Method):
     bits: ClassVar[int]
 
-    def _group(self, d: int) -> int:
-        g = self.option("group_size", d)
-        if g <= 0 or d % g:
-            raise UsageError(f"group_size={g} must be a positive divisor of d={d}")
-        return g
+    class Options(MethodOptions):
+        """No options (the fixed-size entries without groups: quant-binary, quant-fp16)."""
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         """Exact stored bytes for a V x d table."""
@@ -99,19 +96,30 @@ class _Quant(Method):
         return self._config(embedding_dim)
 
     def _config(self, d: int) -> dict[str, Any]:
-        return {"bits": self.bits, "group_size": self._group(d), "scheme": "affine-minmax", "scale_dtype": "float32"}
+        raise NotImplementedError
 
 
-def _card(name: str, desc: str, options: dict[str, str], reference: str = QUANT_REFERENCE) -> MethodCard:
+def _card(name: str, desc: str, reference: str = QUANT_REFERENCE) -> MethodCard:
+    """A quantisation card; its options come from the method's ``Options`` model."""
     return MethodCard(name=name, version=1, family="quantization", reference=reference,
-                      modes=("posthoc",), description=desc, options=options)
-
-
-_GROUP_OPT = {"group_size": "columns per scale group (default: the whole row)"}
+                      modes=("posthoc",), description=desc)
 
 
 class _IntQuant(_Quant):
-    option_ranges = {"group_size": at_least(1)}  # a divisor of d: checked in configure
+    class Options(_Quant.Options):
+        # a divisor of d: checked in configure
+        group_size: int | None = opt(None, "columns per scale group (unset: the whole row)", at_least(1))
+
+    def _group(self, d: int) -> int:
+        g = self.option("group_size")
+        if g is None:
+            return d
+        if d % g:
+            raise UsageError(f"group_size={g} must be a positive divisor of d={d}")
+        return g
+
+    def _config(self, d: int) -> dict[str, Any]:
+        return {"bits": self.bits, "group_size": self._group(d), "scheme": "affine-minmax", "scale_dtype": "float32"}
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: one scale pair per row (default), then smaller groups
@@ -146,7 +154,7 @@ class QuantInt8(_IntQuant):
     """8-bit affine quantisation per row/group."""
 
     bits = 8
-    card = _card("quant-int8", "8-bit codes + fp32 offset/step per row (~3.9x)", _GROUP_OPT)
+    card = _card("quant-int8", "8-bit codes + fp32 offset/step per row (~3.9x)")
 
 
 @METHODS.register("quant-int4")
@@ -154,7 +162,7 @@ class QuantInt4(_IntQuant):
     """4-bit affine quantisation per row/group, two codes per byte."""
 
     bits = 4
-    card = _card("quant-int4", "4-bit packed codes + fp32 offset/step per row (~7.5x)", _GROUP_OPT)
+    card = _card("quant-int4", "4-bit packed codes + fp32 offset/step per row (~7.5x)")
 
 
 @METHODS.register("quant-int2")
@@ -162,7 +170,7 @@ class QuantInt2(_IntQuant):
     """2-bit affine quantisation per row/group, four codes per byte."""
 
     bits = 2
-    card = _card("quant-int2", "2-bit packed codes + fp32 offset/step per row (~14x)", _GROUP_OPT)
+    card = _card("quant-int2", "2-bit packed codes + fp32 offset/step per row (~14x)")
 
 
 @METHODS.register("quant-binary")
@@ -170,7 +178,7 @@ class QuantBinary(_Quant):
     """1-bit sign quantisation with an L2-optimal per-row scale."""
 
     bits = 1
-    card = _card("quant-binary", "sign bits (8 per byte) + fp32 mean|x| per row (~29.5x)", {},
+    card = _card("quant-binary", "sign bits (8 per byte) + fp32 mean|x| per row (~29.5x)",
                  reference="Rastegari et al. 2016 (XNOR-Net binary weights with a scale); binary embedding quantisation")
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
@@ -190,7 +198,7 @@ class QuantFP16(_Quant):
     """IEEE half precision."""
 
     bits = 16
-    card = _card("quant-fp16", "float16 table (2x)", {})
+    card = _card("quant-fp16", "float16 table (2x)")
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         return num_embeddings * embedding_dim * 2
@@ -211,14 +219,13 @@ class QuantFP8(_Quant):
 
     bits = 8
     card = _card("quant-fp8", "float8 e4m3 (+ fp32 per-row scale by default; scale=none is exactly 4x)",
-                 {"scale": "'row' (default) or 'none'"},
                  reference="Micikevicius et al. 2022 (FP8 formats); Huerga-Perez et al. 2025 (arXiv 2505.00105)")
 
+    class Options(_Quant.Options):
+        scale: Literal["row", "none"] = opt("row", "a per-row fp32 scale (row) or the plain cast (none)")
+
     def _scaled(self) -> bool:
-        mode = self.option("scale", "row")
-        if mode not in ("row", "none"):
-            raise UsageError(f"quant-fp8 option scale must be 'row' or 'none', got {mode!r}")
-        return mode == "row"
+        return bool(self.option("scale") == "row")
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         return num_embeddings * embedding_dim + (num_embeddings * 4 if self._scaled() else 0)

@@ -27,20 +27,26 @@ scales, 30.7x), so unattainable.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BeforeValidator
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, row_bytes, unpack_rows
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.quant import QUANT_REFERENCE
 from compbench.methods.streaming import row_blocks, rows_per_block
 
 SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
+
+
+def _scale_dtype_name(value: Any) -> Any:
+    """``fp32``/``fp16`` (any case) as ``float32``/``float16``; anything else as given (refused by the model)."""
+    return _ALIASES.get(value.lower(), value) if isinstance(value, str) else value
 
 
 def quant_bytes(num_embeddings: int, embedding_dim: int, bits: int, scale_bytes: int, group: int | None = None) -> int:
@@ -114,32 +120,31 @@ class Quant(Method):
         modes=("posthoc",),
         description="b-bit affine min-max codes (b = 1: sign x mean|x|), b in 1..8 and fp32/fp16 scales "
                     "from the budget",
-        options={
-            "bits": "force the bit width (1..8; must fit the budget)",
-            "scale_dtype": "force the scale dtype: float32 | float16 (fp32 | fp16)",
-            "group_size": "columns per scale group (default: the whole row; must divide d)",
-        },
     )
-    option_ranges = {"bits": at_least(1, high=8), "group_size": at_least(1)}
+
+    class Options(MethodOptions):
+        bits: int | None = opt(None, "force the bit width (must fit the budget)", at_least(1, high=8))
+        scale_dtype: Annotated[Literal["float32", "float16"] | None, BeforeValidator(_scale_dtype_name)] = opt(
+            None, "force the scale dtype (fp32 and fp16 also accepted, any case)")
+        group_size: int | None = opt(None, "columns per scale group (unset: the whole row; must divide d)",
+                                     at_least(1))
 
     def _group(self, d: int) -> int:
-        g = self.option("group_size", d)
-        if g <= 0 or d % g:
+        g = self.option("group_size")
+        if g is None:
+            return d
+        if d % g:
             raise UsageError(f"option group_size={g} of method 'quant' must be a positive divisor of d={d}")
         return g
 
     def _scale_options(self) -> list[str]:
-        if "scale_dtype" not in self.options:
-            return ["float16", "float32"]
-        name = _ALIASES.get(str(self.options["scale_dtype"]).lower())
-        if name is None:
-            raise UsageError(f"option scale_dtype={self.options['scale_dtype']!r} of method 'quant' must be "
-                             "float32 or float16")
-        return [name]
+        name = self.option("scale_dtype")
+        return ["float16", "float32"] if name is None else [name]
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         group = self._group(embedding_dim)
-        widths = [self.option("bits", 8)] if "bits" in self.options else list(range(8, 0, -1))
+        bits = self.option("bits")
+        widths = [bits] if bits is not None else list(range(8, 0, -1))
         dtypes = self._scale_options()
 
         def size(b: int, dt: str) -> int:

@@ -48,23 +48,19 @@ Decoding (``forward`` / ``materialize``), in the rotated space then rotated back
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import unpack_rows
 from compbench.methods.faiss_search import codes_array, copy_into, index_searcher, rotated
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import encode_blocks, rows_per_block
 
 MAX_BITS = 9
-DECODES = ("faiss", "least-squares")
-ROTATIONS = ("random", "none")
-PROJECTS = ("auto", "off")
 
 
 def code_size(d: int, nb_bits: int) -> int:
@@ -186,35 +182,33 @@ class RaBitQ(Method):
         modes=("posthoc",),
         description="faiss RaBitQ codes (sign bits + extra bits + per-row factors) + centroid; seeded rotation "
                     "(0 B); nb_bits from the budget",
-        options={
-            "nb_bits": f"force the bits per dimension (1..{MAX_BITS}; must fit the budget)",
-            "decode": "faiss (default: faiss' inner-product estimator) | least-squares (L2-optimal length)",
-            "rotation": "random (default: faiss RandomRotationMatrix seeded with the run seed, 0 B) | none",
-            "project": "auto (default: below the 1-bit size, project onto the largest d' < d, a multiple of 8, "
-                       "that fits: faiss RandomRotationMatrix(d, d'), 0 B) | off",
-        },
     )
-    option_ranges = {"nb_bits": at_least(1, high=MAX_BITS)}
+
+    class Options(MethodOptions):
+        nb_bits: int | None = opt(None, f"force the bits per dimension (1..{MAX_BITS}; must fit the budget)",
+                                  at_least(1, high=MAX_BITS))
+        decode: Literal["faiss", "least-squares"] = opt("faiss", "faiss: faiss' inner-product estimator | "
+                                                                 "least-squares: L2-optimal length")
+        rotation: Literal["random", "none"] = opt("random", "random: faiss RandomRotationMatrix seeded with the run "
+                                                            "seed, 0 B | none")
+        project: Literal["auto", "off"] = opt("auto", "auto: below the 1-bit size, project onto the largest d' < d, "
+                                                      "a multiple of 8, that fits (faiss RandomRotationMatrix(d, d'), "
+                                                      "0 B) | off")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: faiss' inner-product estimator (default) and the
         least-squares length; the codes and bytes are the same, only the decoded norms differ."""
         return [{}, {"decode": "least-squares"}]
 
-    def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = str(self.options.get(key, allowed[0]))
-        if value not in allowed:
-            raise UsageError(f"option {key}={value!r} of method 'rabitq' must be one of {', '.join(allowed)}")
-        return value
-
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        decode, rotation = self._choice("decode", DECODES), self._choice("rotation", ROTATIONS)
-        widths = [self.option("nb_bits", 1)] if "nb_bits" in self.options else list(range(MAX_BITS, 0, -1))
+        decode, rotation = self.option("decode"), self.option("rotation")
+        forced = self.option("nb_bits")
+        widths = [forced] if forced is not None else list(range(MAX_BITS, 0, -1))
         for b in widths:
             if rabitq_bytes(num_embeddings, embedding_dim, b) <= budget_bytes:
                 return {"nb_bits": b, "code_size": code_size(embedding_dim, b), "metric": "L2",
                         "decode": decode, "rotation": rotation, "dims": int(embedding_dim)}
-        project = self._choice("project", PROJECTS)
+        project = self.option("project")
         dims = projected_dims(num_embeddings, embedding_dim, budget_bytes)
         if project == "auto" and rotation == "random" and widths[-1] == 1 and dims is not None:
             return {"nb_bits": 1, "code_size": code_size(dims, 1), "metric": "L2", "decode": decode,

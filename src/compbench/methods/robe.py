@@ -36,10 +36,10 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.hashing import MERSENNE_PRIME
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, flag, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 
 def robe_bytes(size: int) -> int:
@@ -105,30 +105,32 @@ class ROBE(Method):
         modes=("train",),
         description="one shared fp32 array of m = budget/4 values; each chunk of Z (default 32) dims of an id "
                     "reads Z consecutive slots at a universal-hashed offset, times a sign hash (0 bytes)",
-        options={
-            "block_size": "Z, values per hashed block (default 32; d = one block per id, the VLDB code's Z=1)",
-            "signed": "multiply each value by a +-1 sign hash (default true)",
-            "size": "force the array size m (must fit the budget)",
-            "init_std": "std of every output entry at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"signed": flag(), "block_size": at_least(1), "size": at_least(1), "init_std": positive()}
+
+    class Options(MethodOptions):
+        block_size: int = opt(32, "Z, values per hashed block (d = one block per id, the VLDB code's Z=1)",
+                              at_least(1))
+        signed: bool = opt(True, "multiply each value by a +-1 sign hash")
+        size: int | None = opt(None, "force the array size m (must fit the budget)", at_least(1))
+        init_std: float | None = opt(None, "std of every output entry at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
-        z = min(int(self.option("block_size", 32)), int(embedding_dim))
+        z = min(self.option("block_size"), int(embedding_dim))
         size = min(int(budget_bytes) // 4, int(num_embeddings) * int(embedding_dim))
-        forced = int(self.option("size", 0))
-        if forced:
+        forced = self.option("size")
+        if forced is not None:
             size = forced
         if size < z or robe_bytes(size) > budget_bytes:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, robe_bytes(max(size, z)))
-        return {"size": int(size), "block_size": int(z), "signed": bool(self.option("signed", True))}
+        return {"size": int(size), "block_size": int(z), "signed": self.option("signed")}
 
     def build(self, num_embeddings: int, embedding_dim: int, config: Mapping[str, Any], *, seed: int,
               init_table: torch.Tensor | None = None) -> CompressedEmbedding:
         size = int(config["size"])
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         g = generator(seed)
         a = torch.randint(1, MERSENNE_PRIME, (2,), generator=g, dtype=torch.int64)
         b = torch.randint(0, MERSENNE_PRIME, (2,), generator=g, dtype=torch.int64)

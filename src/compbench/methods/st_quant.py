@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from compbench.methods import METHODS
-from compbench.methods.base import CodeSearch, CompressedEmbedding, Method, MethodCard
 from compbench.methods.faiss_search import copy_into, index_searcher
+from compbench.methods.method_base import CodeSearch, CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions
 
 ST_REFERENCE = ("Aarsen, Xenova, Reimers et al. 2024, 'Embedding Quantization' (sentence-transformers "
                 "quantize_embeddings); Shakir et al. 2024 (binary + scalar int8 retrieval)")
@@ -117,8 +118,13 @@ def st_binary_packed(table: torch.Tensor) -> torch.Tensor:
 
 
 def _card(name: str, desc: str) -> MethodCard:
+    """A sentence-transformers quantisation card (no options: see :class:`_STOptions`)."""
     return MethodCard(name=name, version=1, family="quantization", reference=ST_REFERENCE, modes=("posthoc",),
                       description=desc)
+
+
+class _STOptions(MethodOptions):
+    """No options: sentence-transformers' codes are fixed (any option given is refused)."""
 
 
 @METHODS.register("st-int8")
@@ -126,6 +132,7 @@ class STInt8(Method):
     """sentence-transformers int8: per-dimension min/max calibration on the table, floor rounding."""
 
     card = _card("st-int8", "int8 codes + fp32 per-dimension start/step calibrated on the table (ST int8, ~4x)")
+    Options = _STOptions
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         """Exact stored bytes."""
@@ -147,6 +154,7 @@ class STBinary(Method):
     """sentence-transformers binary: sign bits only (Hamming-equivalent cosine)."""
 
     card = _card("st-binary", "packbits(x > 0), d/8 bytes per row, no scale (ST ubinary, 32x)")
+    Options = _STOptions
 
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         """Exact stored bytes."""

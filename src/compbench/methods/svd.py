@@ -12,15 +12,14 @@ truncated factors (Eckart-Young) within about 3x the table's fp32 size at peak i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, at_least, opt
 from compbench.methods.streaming import (
     DIRECT_MAX_ELEMENTS,
     largest_entry_signs,
@@ -86,25 +85,24 @@ class SVD(Method):
         reference="Eckart & Young 1936; the SVD baseline of Balazy et al. 2021 (arXiv 2106.08181)",
         modes=("posthoc",),
         description="E ~= (U_r S_r) V_r^T, fp32 factors, rank from the budget",
-        options={"rank": "force a rank (must still fit the budget)",
-                 "dtype": "factor storage: float32 (default) or float16 (about twice the rank)"},
     )
-    option_ranges = {"rank": at_least(1)}
+
+    class Options(MethodOptions):
+        rank: int | None = opt(None, "force a rank (must still fit the budget)", at_least(1))
+        dtype: Literal["float32", "float16"] = opt("float32", "factor storage (float16: about twice the rank)")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """The default (fp32 factors) and fp16 factors at about twice the rank. int8 factors are not offered yet."""
         return [{}, {"dtype": "float16"}]
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
-        dtype = str(self.option("dtype", "float32"))
-        if dtype not in FACTOR_BYTES:
-            raise UsageError(f"option dtype={dtype} of method 'svd' must be one of {', '.join(FACTOR_BYTES)}")
+        dtype = self.option("dtype")
         vb = FACTOR_BYTES[dtype]
         r = max_rank(num_embeddings, embedding_dim, budget_bytes, vb)
         if r < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, vb * (num_embeddings + embedding_dim))
-        forced = self.option("rank", 0)
-        if forced:
+        forced = self.option("rank")
+        if forced is not None:
             if forced > r:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                         vb * forced * (num_embeddings + embedding_dim))

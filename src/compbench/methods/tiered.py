@@ -57,19 +57,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from compbench.checksums import sha256_file
 from compbench.datasets.frequencies import load_token_frequencies, token_frequencies_for
 from compbench.errors import DataError, UnattainableBudgetError, UsageError
-from compbench.hashing import sha256_file
 from compbench.methods import METHODS, get_method
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.bitstring import pack_rows, unpack_rows
-from compbench.methods.options import non_negative
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
+from compbench.methods.options import MethodOptions, non_negative, opt
 from compbench.methods.streaming import row_blocks, rows_per_block
 
 BLOCK = 64
@@ -78,7 +78,6 @@ SHARES = (0.2, 0.3)
 NBITS_VARIANTS = (6, 5, 4)
 DEFAULT_ALPHA = 0.5
 FREQUENCIES = ("auto", "corpus", "row-order")
-UNSEEN = ("shared", "rest")
 
 
 # -- frequencies -------------------------------------------------------------------------------------
@@ -309,15 +308,16 @@ class Tiered(Method):
         modes=("posthoc",),
         description="rows tiered by calibration-corpus frequency; each tier coded by a base codec at a budget "
                     "searched on the table (weighted row cosine); tier map counted",
-        options={
-            "base": "the per-tier codec: any posthoc method (default pq)",
-            "alpha": f"score weights count^alpha (default {DEFAULT_ALPHA}; 1 = plain frequency)",
-            "frequencies": "auto (default: shipped counts when the vocabulary matches, else row order) | corpus | "
-                           "row-order | file:PATH (your counts: --frequencies FILE)",
-            "unseen": "shared (default: rows never seen share one fp32 code) | rest (they join the second tier)",
-        },
     )
-    option_ranges = {"alpha": non_negative()}
+
+    class Options(MethodOptions):
+        base: str = opt("pq", "the per-tier codec: any posthoc method")
+        alpha: float = opt(DEFAULT_ALPHA, "score weights count^alpha (1 = plain frequency)", non_negative())
+        # not a Literal: file:PATH is open-ended (checked by _frequencies)
+        frequencies: str = opt("auto", "auto (shipped counts when the vocabulary matches, else row order) | corpus | "
+                                       "row-order | file:PATH (your counts: --frequencies FILE)")
+        unseen: Literal["shared", "rest"] = opt("shared", "shared: rows never seen share one fp32 code | rest: they "
+                                                          "join the second tier")
 
     def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
         """For the harness' tuning on validation data: the score's weights (``alpha`` 0.5 by default, 1 = plain
@@ -325,16 +325,15 @@ class Tiered(Method):
         return [{}, {"alpha": 1.0}, {"alpha": 0.25}, {"unseen": "rest"}]
 
     # -- options -----------------------------------------------------------------------------------------
-    def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = str(self.options.get(key, allowed[0]))
-        if key == "frequencies" and is_frequency_mode(value):
-            return value
-        if value not in allowed:
-            raise UsageError(f"option {key}={value!r} of method 'tiered' must be one of {', '.join(allowed)}")
+    def _frequencies(self) -> str:
+        value = self.option("frequencies")
+        if not is_frequency_mode(value):
+            raise UsageError(f"option frequencies={value!r} of method 'tiered' must be one of "
+                             f"{', '.join(FREQUENCIES)} or file:PATH")
         return value
 
     def _base(self) -> tuple[str, Method]:
-        name = str(self.options.get("base", "pq"))
+        name = self.option("base")
         if name == "tiered" or "+" in name:
             raise UsageError(f"option base={name!r} of method 'tiered' must be a plain posthoc method")
         method = get_method(name)
@@ -344,9 +343,9 @@ class Tiered(Method):
 
     # -- the candidate grid (table-free) ---------------------------------------------------------------
     def _layout(self, num_embeddings: int) -> tuple[np.ndarray, dict[str, Any], list[int], int]:
-        counts, source = row_counts(num_embeddings, self._choice("frequencies", FREQUENCIES))
+        counts, source = row_counts(num_embeddings, self._frequencies())
         unseen = int((counts <= 0).sum())
-        shared = unseen > 0 and self._choice("unseen", UNSEEN) == "shared"
+        shared = unseen > 0 and self.option("unseen") == "shared"
         return counts, source, tier_sizes(counts, MASSES), (unseen if shared else 0)
 
     def _grid(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
@@ -382,9 +381,9 @@ class Tiered(Method):
                 raise UsageError("method 'tiered' needs at least two rows with a non-zero frequency")
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes,
                                     self._smallest(num_embeddings, embedding_dim, budget_bytes, grid))
-        return {"base": grid["base"], "alpha": float(self.option("alpha", DEFAULT_ALPHA)),
+        return {"base": grid["base"], "alpha": self.option("alpha"),
                 "frequencies": grid["source"], "seen_rows": grid["seen_rows"], "shared_rows": grid["shared_rows"],
-                "unseen": self._choice("unseen", UNSEEN), "map_bytes": map_bytes(num_embeddings, grid["n_ids"]),
+                "unseen": self.option("unseen"), "map_bytes": map_bytes(num_embeddings, grid["n_ids"]),
                 "block": BLOCK, "candidates": grid["candidates"]}
 
     def _smallest(self, v: int, d: int, budget_bytes: int, grid: dict[str, Any]) -> int:

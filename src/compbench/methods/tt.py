@@ -37,9 +37,9 @@ from torch import nn
 
 from compbench.errors import UsageError
 from compbench.methods import METHODS
-from compbench.methods.base import CompressedEmbedding, Method, MethodCard, generator
 from compbench.methods.lowrank import check_shape
-from compbench.methods.options import at_least, positive
+from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard, generator
+from compbench.methods.options import MethodOptions, at_least, opt, positive
 
 
 def row_shape(num_embeddings: int) -> list[int]:
@@ -124,21 +124,18 @@ class TT(Method):
         reference="Yin et al. 2021, TT-Rec: Tensor Train Matrix Decomposition for Embedding Tables (MLSys, arXiv 2101.11714)",
         modes=("train",),
         description="3 TT cores (v ~ V^(1/3) x 3, d = d1 d2 d3), uniform rank R from the budget; lookups contract cores",
-        options={
-            "rank": "force the TT rank R (must fit the budget)",
-            "init_std": "std of every reconstructed entry at init (default d**-0.5)",
-        },
     )
-    option_ranges = {"rank": at_least(1), "init_std": positive()}
+
+    class Options(MethodOptions):
+        rank: int | None = opt(None, "force the TT rank R (must fit the budget)", at_least(1))
+        init_std: float | None = opt(None, "std of every reconstructed entry at init (unset: d**-0.5)", positive())
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         check_shape(self.card.name, num_embeddings, embedding_dim)
         rows, cols = row_shape(num_embeddings), col_shape(embedding_dim)
         cap = max(1, min(rows[0] * cols[0], rows[2] * cols[2]))
-        forced = self.option("rank", 0)
-        if forced < 0:
-            raise UsageError(f"option rank of method '{self.card.name}' must be >= 1, got {forced}")
-        if forced:
+        forced = self.option("rank")
+        if forced is not None:
             if tt_bytes(rows, cols, forced) > budget_bytes:
                 raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, tt_bytes(rows, cols, forced))
             rank = forced
@@ -162,7 +159,9 @@ class TT(Method):
         cols = [int(x) for x in config["col_shape"]]
         if math.prod(cols) != embedding_dim:
             raise UsageError(f"TT column shape {cols} does not multiply to d={embedding_dim}")
-        std = self.option("init_std", 1.0 / math.sqrt(embedding_dim))
+        std = self.option("init_std")
+        if std is None:
+            std = 1.0 / math.sqrt(embedding_dim)
         s = (std / r) ** (1.0 / 3.0)
         g = generator(seed)
         cores = [

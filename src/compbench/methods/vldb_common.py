@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from compbench.datasets.frequencies import load_token_frequencies
-from compbench.methods.base import CompressedEmbedding
+from compbench.methods.method_base import CompressedEmbedding
 
 # -- training-only tensors ---------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Both backbones take ``(ids [B, L] long, mask [B, L] bool) -> logits [B, C]``; ``mask`` is True on
 real tokens and False on padding. The token-embedding layer is the method's
-:class:`~compbench.methods.base.CompressedEmbedding` (``ids -> [B, L, d]``), trained end to end;
+:class:`~compbench.methods.method_base.CompressedEmbedding` (``ids -> [B, L, d]``), trained end to end;
 everything else is the *backbone*, whose bytes are not part of the embedding budget.
 
 - ``bag`` (bag of embeddings): masked mean of the token embeddings, dropout, one linear layer

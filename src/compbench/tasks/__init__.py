@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compbench.errors import UnknownNameError
 from compbench.registry import Registry
-from compbench.tasks.base import TRACKS, Task, TaskCard
+from compbench.tasks.task_base import TRACKS, Task, TaskCard
 
 TASKS: Registry[type[Task]] = Registry("task")
 
@@ -34,7 +34,7 @@ _BUILTIN = {
     "train/subj": "compbench.tasks.train:SUBJ",
     "train/ag_news_test8020": "compbench.tasks.train:AGNewsTest8020",
     "lm/wikitext2": "compbench.tasks.lm:WikiText2",
-    "table/fidelity": "compbench.tasks.table:TableFidelity",
+    "table/fidelity": "compbench.tasks.table_fidelity:TableFidelity",
 }
 for _name in ("minilm", "mpnet", "glove", *(f"synth-v{v}-d{d}" for v in ("32k", "128k", "256k")
                                              for d in (768, 2048, 4096))):
@@ -54,7 +54,7 @@ def get_task(track: str, name: str) -> Task:
         raise UnknownNameError(f"unknown track '{track}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
                                + f" (tracks: {', '.join(TRACKS)})")
     if ":" in name:  # bring-your-own data: sts:PATH, classification:PATH
-        from compbench.tasks.adhoc import make_adhoc_task  # cycle: compbench.tasks.adhoc
+        from compbench.tasks.adhoc import make_adhoc_task  # heavy: torch
 
         adhoc = make_adhoc_task(track, name)
         if adhoc is not None:

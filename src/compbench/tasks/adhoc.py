@@ -32,9 +32,9 @@ import numpy as np
 
 from compbench.datasets import file_sha256
 from compbench.errors import DataError, UsageError, first_line, quoted
-from compbench.tasks.base import Task, TaskCard
 from compbench.tasks.posthoc import _logreg
 from compbench.tasks.store import pair_cosine_spearman, unique_in_order
+from compbench.tasks.task_base import Task, TaskCard
 
 KINDS = ("sts", "classification")
 ADHOC_TRACKS = ("posthoc", "store")

@@ -44,7 +44,7 @@ import torch
 
 from compbench.datasets import data_root, file_sha256, split_path
 from compbench.errors import DataError
-from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.task_base import Task, TaskCard
 
 CONTEXT = 512
 N_WINDOWS = 64

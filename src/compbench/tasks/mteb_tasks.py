@@ -20,7 +20,7 @@ from torch import nn
 
 from compbench.errors import DataError, UnknownNameError, UsageError, first_line
 from compbench.models.encoder import DEFAULT_MODEL
-from compbench.tasks.base import TaskCard
+from compbench.tasks.task_base import TaskCard
 
 
 def _mteb_wrapper_base() -> type:

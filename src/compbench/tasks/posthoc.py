@@ -29,7 +29,7 @@ import torch
 from compbench.datasets import load_split, split_path
 from compbench.stats import Items
 from compbench.tasks import TASKS
-from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.task_base import Task, TaskCard
 from compbench.tasks.train import SPLIT_SEED, stratified_carve
 
 

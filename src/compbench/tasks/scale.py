@@ -36,7 +36,7 @@ import torch
 
 from compbench.models.encoder import SentenceEncoder
 from compbench.tasks import TASKS, words
-from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.task_base import Task, TaskCard
 
 #: slope of log singular value against log rank of MiniLM's token table (re-fitted in tests/test_scale.py)
 SPECTRUM_BETA = 0.396

@@ -34,8 +34,8 @@ from compbench.datasets import split_path
 from compbench.errors import DataError
 from compbench.stats import Items
 from compbench.tasks import TASKS
-from compbench.tasks.base import Task, TaskCard
 from compbench.tasks.posthoc import table_fidelity
+from compbench.tasks.task_base import Task, TaskCard
 
 
 @dataclass

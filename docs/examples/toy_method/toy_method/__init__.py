@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from compbench.methods import CompressedEmbedding, Method, MethodCard
-from compbench.methods.options import at_least
+from compbench.methods.options import MethodOptions, at_least, opt
 
 
 def projection(d: int, k: int, seed: int) -> torch.Tensor:
@@ -38,12 +38,15 @@ class ProjectedEmbedding(CompressedEmbedding):
 class ToyProjection(Method):
     card = MethodCard(name="toy", version=1, family="projection", modes=("posthoc",),
                       reference="Johnson & Lindenstrauss 1984 (docs/extending.md example)",
-                      description="seeded Gaussian random projection, fp16 codes", options={"k": "force a width"})
-    option_ranges = {"k": at_least(1)}
+                      description="seeded Gaussian random projection, fp16 codes")
+
+    class Options(MethodOptions):  # every option once: its type, default, valid values and help
+        k: int | None = opt(None, "force a width (must fit the budget)", at_least(1))
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         k = min(budget_bytes // (2 * num_embeddings), embedding_dim)
-        k = min(k, int(self.option("k", k)))
+        forced = self.option("k")
+        k = k if forced is None else min(k, forced)
         if k < 1:
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, 2 * num_embeddings)
         return {"k": int(k)}

@@ -17,7 +17,7 @@ import torch
 
 from compbench.bench.cell.budget import Budget
 from compbench.bench.cell.identity import CellIdentity, resolve_identity
-from compbench.bench.cell.validate import check_seed, check_seeds, check_threads
+from compbench.bench.cell.input_checks import check_seed, check_seeds, check_threads
 from compbench.bench.measure.core import available_cpus, device_name, resolve_device
 from compbench.bench.results.record import BudgetInfo, DeviceInfo, MethodInfo, TaskInfo
 from compbench.bench.results.record_store import ResultStore
@@ -26,9 +26,9 @@ from compbench.config import RunConfig
 from compbench.datasets import file_sha256, split_path
 from compbench.errors import UsageError
 from compbench.methods import get_method
-from compbench.methods.base import Method
+from compbench.methods.method_base import Method
 from compbench.tasks import DEFAULT_TASKS, get_task
-from compbench.tasks.base import TRACKS, Task
+from compbench.tasks.task_base import TRACKS, Task
 
 TRACK_RUNNERS: dict[str, str] = {
     "posthoc": "compbench.bench.tracks.posthoc_track:PosthocHooks",

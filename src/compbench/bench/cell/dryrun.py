@@ -75,7 +75,8 @@ class CellPlan:
             ident = ident.to_dict()
         return {
             "method": ctx.method.card.name, "method_version": ctx.method.card.version,
-            "options": dict(ctx.config.options), "track": ctx.config.track, "task": ctx.task.card.name,
+            "options": dict(ctx.config.options), "resolved_options": ctx.method.resolved_options(),
+            "track": ctx.config.track, "task": ctx.task.card.name,
             "task_version": ctx.task.card.version, "budget": str(ctx.budget),
             "table_shape": list(self.shape) if self.shape else None, "reference_bytes": self.reference_bytes,
             "allowed_bytes": self.allowed_bytes, "attainable": True if self.method_config is not None else None,

@@ -44,6 +44,7 @@ from typing import Any
 
 from compbench.bench.tracks.lm_settings import check_lm_extra, lm_mode, lm_tag
 from compbench.errors import CompbenchError, UsageError
+from compbench.models.model_registry import default_model_dir
 from compbench.tasks.train import TrainRecipe
 
 #: the bundled encoder (and tokenizer); a cell on it carries no model tag in its key
@@ -148,7 +149,7 @@ def resolve_identity(config: Any, method: Any, task: Any, *, budget: str, thread
         identity = CellIdentity(track=track, model=WORDS_MODEL, width=50, backbone="none", init="pretrained",
                                 head="shared", recipe="-")
     elif track == "lm":  # the model, its table's width and the mode; a healed cell is its own recipe (frame)
-        from compbench.models.lm import DEFAULT_LM, lm_spec, table_shape  # heavy: torch
+        from compbench.models.causal_lm import DEFAULT_LM, lm_spec, table_shape  # heavy: torch
 
         extra = dict(config.extra or {})
         check_lm_extra(extra)
@@ -209,7 +210,6 @@ def cell_key(track: str, task: str, method: str, budget: str, device_kind: str, 
 def bundled_table_shape() -> tuple[int, int] | None:
     """``(V, d)`` of the bundled encoder's token table, from its config.json (None when unreadable)."""
     try:
-        from compbench.models.encoder import default_model_dir  # heavy: torch
 
         cfg = json.loads((default_model_dir() / "config.json").read_text(encoding="utf-8"))
         return int(cfg["vocab_size"]), int(cfg["hidden_size"])

@@ -45,7 +45,7 @@ from compbench.bench.cell.watchdog import FitTimeout, FitWatchdog, timeout_facts
 from compbench.bench.measure import core as measure
 from compbench.bench.measure.core import compare_lookup
 from compbench.bench.results.record import Metrics, Params, Record
-from compbench.datasets.validate import check_table
+from compbench.datasets.table_check import check_table
 from compbench.errors import CompbenchError
 
 

@@ -14,10 +14,10 @@ from typing import Any
 from compbench.bench.cell.budget import Budget
 from compbench.bench.cell.context import TRACK_MODE, TRACK_RUNNERS, prepare
 from compbench.bench.cell.identity import bundled_table_shape, resolve_identity
+from compbench.bench.cell.input_checks import check_seed, check_seeds, check_threads
 from compbench.bench.cell.memory_guard import check_cell_memory
 from compbench.bench.cell.references import REFERENCE_TRACKS, find_reference
 from compbench.bench.cell.references import reference_config as ref_config
-from compbench.bench.cell.validate import check_seed, check_seeds, check_threads
 from compbench.bench.measure.core import available_cpus, resolve_device
 from compbench.bench.results.record import Record
 from compbench.bench.results.record_store import ResultStore, newer_schema_at
@@ -35,7 +35,7 @@ from compbench.errors import (
     UsageError,
 )
 from compbench.methods import get_method
-from compbench.models.lm import table_shape as lm_table_shape
+from compbench.models.causal_lm import table_shape as lm_table_shape
 from compbench.tasks import DEFAULT_TASKS, get_task
 
 OVERWRITE_POLICIES = ("never", "only-missing", "always")

@@ -35,15 +35,14 @@ COST_CAP = 10.0
 
 def tune(ctx: Any, hooks: Any, subject: Any, allowed_bytes: int, seed: int) -> tuple[Any, dict[str, Any]]:
     """Tune ``ctx.method`` for ``allowed_bytes`` on the validation split; returns (the chosen method, the facts)."""
-    space_fn = getattr(ctx.method, "tuning_space", None)
-    if space_fn is None:
+    if not ctx.method.has_tuning_space():
         raise UsageError(f"method '{ctx.method.card.name}' declares no tuning space (run it with --tune off)")
     val_fn = getattr(ctx.task, "validation", None)
     val_task = val_fn() if callable(val_fn) else None
     if val_task is None:
         raise UsageError(f"task '{ctx.task.card.name}' has no validation split to tune on (run with --tune off)")
     v, d = subject.num_embeddings, subject.dim
-    space = list(space_fn(v, d, allowed_bytes))[:MAX_CANDIDATES]
+    space = list(ctx.method.tuning_space(v, d, allowed_bytes))[:MAX_CANDIDATES]
     user = dict(ctx.config.options)
     vctx = replace(ctx, task=val_task)
     metric, higher = val_task.card.metric, val_task.card.higher_is_better

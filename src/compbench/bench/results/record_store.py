@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from compbench.bench.results.record import SCHEMA_VERSION, NewerSchemaError, Record, SchemaError, migrate, to_json
 from compbench.errors import NewerRecordError, RecordError, UsageError, first_line, quoted
 from compbench.stats import Items
-from compbench.tasks.base import TRACKS
+from compbench.tasks.task_base import TRACKS
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,20 @@ checked here, before any work (exit 2 on a typo).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from compbench.bench.cell.budget import Budget
 from compbench.bench.cell.plugins import import_plugins, resolve_plugin
+from compbench.bench.sweeps.suite_schema import GRID_KEYS, GridSpec, TaskSpec, validate_suite_doc
 from compbench.config import DEFAULT_MAX_FIT_SECONDS, MAX_FIT_SECONDS, RunConfig
 from compbench.errors import UnknownNameError, UsageError, quoted
 from compbench.methods import canonical_method_options, get_method_class
 from compbench.tasks import TASKS, get_task, list_tasks
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-GRID_KEYS = ("methods", "budgets", "tasks", "devices", "seeds", "threads", "options", "aggregate_seeds",
-             "batch_size", "lookup_iters", "lookup_workload", "model", "extra", "tune", "max_fit_seconds")
-SUITE_KEYS = ("name", "description", "imports", "grids", *GRID_KEYS)
 REQUIRED_GRID_KEYS = ("methods", "budgets", "tasks")
 
 
@@ -161,43 +159,14 @@ def _where(source: str, ctx: str) -> str:
     return f"suite {source or '<dict>'}{(': ' + ctx) if ctx else ''}"
 
 
-def _check_keys(d: Mapping[str, Any], allowed: Sequence[str], source: str, ctx: str) -> None:
-    for k in d:
-        if k not in allowed:
-            hint = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6)
-            raise UsageError(f"{_where(source, ctx)}: unknown key '{k}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
-                             + f" (keys: {', '.join(allowed)})")
-
-
-def _str_list(value: Any, key: str, source: str, ctx: str) -> tuple[str, ...]:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise UsageError(f"{_where(source, ctx)}: '{key}' must be a non-empty list")
-    out = []
-    for v in value:
-        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-            raise UsageError(f"{_where(source, ctx)}: '{key}' entries must be strings, got {v!r}")
-        out.append(str(v).strip())
-    return tuple(dict.fromkeys(out))
-
-
-#: the largest value a suite may give each integer setting (bounded work: a typo must not time lookups forever)
-INT_MAX = {"batch_size": 1 << 20, "lookup_iters": 10_000}  # threads and seeds: bench/cell/validate.py
-
-
-def _int(value: Any, key: str, source: str, ctx: str, minimum: int) -> int:
-    maximum = INT_MAX.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
-        valid = f"in {minimum}..{maximum}" if maximum else f">= {minimum}"
-        raise UsageError(f"{_where(source, ctx)}: '{key}' must be an integer {valid}, got {quoted(value)}")
-    return value
-
-
 def parse_task_ref(spec: Any, source: str = "", ctx: str = "") -> TaskRef:
     """``"posthoc/stsb"`` or ``{"track": "posthoc", "name": "stsb"}`` -> TaskRef (validated)."""
+    if isinstance(spec, TaskSpec):
+        spec = spec.model_dump()
     if isinstance(spec, Mapping):
-        _check_keys(spec, ("track", "name"), source, ctx)
+        unknown = sorted(set(spec) - {"track", "name"})
+        if unknown:
+            raise UsageError(f"{_where(source, ctx)}: unknown key '{quoted(unknown[0])}' in a task (keys: track, name)")
         track, name = spec.get("track"), spec.get("name")
     elif isinstance(spec, str) and "/" in spec:
         track, name = spec.strip().split("/", 1)
@@ -210,90 +179,56 @@ def parse_task_ref(spec: Any, source: str = "", ctx: str = "") -> TaskRef:
     return TaskRef(track, name)
 
 
-def _parse_grid(d: Mapping[str, Any], defaults: Mapping[str, Any], source: str, ctx: str) -> Grid:
-    if not isinstance(d, Mapping):
-        raise UsageError(f"{_where(source, ctx)}: a grid must be a mapping")
-    _check_keys(d, GRID_KEYS, source, ctx)
-    merged = {**defaults, **d}
-    missing = [k for k in REQUIRED_GRID_KEYS if k not in merged]
+def _parse_grid(spec: GridSpec, defaults: GridSpec, source: str, ctx: str) -> Grid:
+    """One grid: the suite's top-level keys, overridden by the grid's own (both already validated by the schema)."""
+    merged = {**defaults.model_dump(exclude_unset=True), **spec.model_dump(exclude_unset=True)}
+    missing = [k for k in REQUIRED_GRID_KEYS if merged.get(k) is None]
     if missing:
         raise UsageError(f"{_where(source, ctx)}: missing {', '.join(missing)}")
     kw: dict[str, Any] = {
-        "methods": _str_list(merged["methods"], "methods", source, ctx),
-        "budgets": _str_list(merged["budgets"], "budgets", source, ctx),
-        "tasks": tuple(dict.fromkeys(parse_task_ref(t, source, ctx) for t in
-                                     (merged["tasks"] if isinstance(merged["tasks"], list) else [merged["tasks"]]))),
+        "methods": tuple(merged["methods"]),
+        "budgets": tuple(merged["budgets"]),
+        "tasks": tuple(dict.fromkeys(parse_task_ref(t, source, ctx) for t in merged["tasks"])),
     }
-    if "devices" in merged:
-        kw["devices"] = _str_list(merged["devices"], "devices", source, ctx)
-    if "seeds" in merged:
-        seeds = merged["seeds"] if isinstance(merged["seeds"], list) else [merged["seeds"]]
-        if not seeds:
-            raise UsageError(f"{_where(source, ctx)}: 'seeds' must be a non-empty list")
-        kw["seeds"] = tuple(dict.fromkeys(_int(s, "seeds", source, ctx, 0) for s in seeds))
-    for key, minimum in (("threads", 1), ("batch_size", 1), ("lookup_iters", 1)):
-        if key in merged:
-            kw[key] = _int(merged[key], key, source, ctx, minimum)
+    for key in ("devices", "seeds"):
+        if merged.get(key) is not None:
+            kw[key] = tuple(dict.fromkeys(merged[key]))
+    for key in ("threads", "batch_size", "lookup_iters", "tune", "aggregate_seeds", "lookup_workload"):
+        if merged.get(key) is not None:
+            kw[key] = merged[key]
     if "max_fit_seconds" in merged:
-        kw["max_fit_seconds"] = _max_fit(merged["max_fit_seconds"], f"{_where(source, ctx)}: 'max_fit_seconds'")
-    if "tune" in merged:
-        if not isinstance(merged["tune"], bool):
-            raise UsageError(f"{_where(source, ctx)}: 'tune' must be true or false")
-        kw["tune"] = merged["tune"]
-    if "aggregate_seeds" in merged:
-        if not isinstance(merged["aggregate_seeds"], bool):
-            raise UsageError(f"{_where(source, ctx)}: 'aggregate_seeds' must be true or false")
-        kw["aggregate_seeds"] = merged["aggregate_seeds"]
-    if "lookup_workload" in merged:
-        if merged["lookup_workload"] not in ("zipf", "uniform"):
-            raise UsageError(f"{_where(source, ctx)}: 'lookup_workload' must be zipf or uniform, "
-                             f"got {merged['lookup_workload']!r}")
-        kw["lookup_workload"] = merged["lookup_workload"]
+        kw["max_fit_seconds"] = float(merged["max_fit_seconds"] or 0) or None  # 0 or null: no limit
     if merged.get("model") is not None:
-        kw["model"] = str(merged["model"])
+        kw["model"] = merged["model"]
     if merged.get("extra"):
-        if not isinstance(merged["extra"], Mapping):
-            raise UsageError(f"{_where(source, ctx)}: 'extra' must be a mapping of track settings "
-                             "(train: backbone, d_model, max_steps, max_train_samples, max_eval_samples, recipe)")
         kw["extra"] = dict(merged["extra"])
-    if "options" in merged and merged["options"]:
-        opts = merged["options"]
-        if not isinstance(opts, Mapping) or not all(isinstance(v, Mapping) for v in opts.values()):
-            raise UsageError(f"{_where(source, ctx)}: 'options' must map a method name to {{option: value}}")
-        kw["options"] = {str(m): {str(k): v for k, v in o.items()} for m, o in opts.items()}
+    if merged.get("options"):
+        kw["options"] = {str(m): {str(k): v for k, v in o.items()} for m, o in merged["options"].items()}
     return Grid(**kw)
 
 
 def parse_suite(doc: Any, *, source: str = "", default_name: str = "suite") -> Suite:
-    """Validate a suite document (a mapping, as loaded from YAML)."""
-    if not isinstance(doc, Mapping):
-        raise UsageError(f"{_where(source, '')}: a suite must be a YAML mapping with methods, budgets and tasks")
-    _check_keys(doc, SUITE_KEYS, source, "")
-    imports = _imports(doc.get("imports"), source)
-    defaults = {k: v for k, v in doc.items() if k in GRID_KEYS}
-    grids_doc = doc.get("grids")
-    if grids_doc is None:
-        grids = (_parse_grid({}, defaults, source, ""),)
+    """Validate a suite document (a mapping, as loaded from YAML): its shape and values by the schema
+    (:mod:`compbench.bench.sweeps.suite_schema`), then its names (methods, tasks, budgets, options)."""
+    spec = validate_suite_doc(doc, source)
+    imports = _imports(spec.imports, source)
+    defaults = GridSpec.model_validate(spec.model_dump(include=set(GRID_KEYS), exclude_unset=True))
+    grids: tuple[Grid, ...]
+    if spec.grids is None:
+        grids = (_parse_grid(GridSpec(), defaults, source, ""),)
     else:
-        if not isinstance(grids_doc, list) or not grids_doc:
-            raise UsageError(f"{_where(source, '')}: 'grids' must be a non-empty list of mappings")
-        grids = tuple(_parse_grid(g, defaults, source, f"grids[{i}]")  # type: ignore[assignment]
-                      for i, g in enumerate(grids_doc))
-    suite = Suite(name=str(doc.get("name") or default_name), grids=grids, description=str(doc.get("description") or ""),
+        grids = tuple(_parse_grid(g, defaults, source, f"grids[{i}]") for i, g in enumerate(spec.grids))
+    suite = Suite(name=str(spec.name or default_name), grids=grids, description=str(spec.description or ""),
                   source=source, imports=imports)
     validate_names(suite)
     return suite
 
 
-def _imports(value: Any, source: str) -> tuple[str, ...]:
+def _imports(value: list[str] | None, source: str) -> tuple[str, ...]:
     """The suite's ``imports:`` list, relative ``.py`` paths made absolute, imported now (so its methods and tasks
     validate)."""
-    if value is None:
+    if not value:
         return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise UsageError(f"{_where(source, '')}: 'imports' must be a list of module names or .py paths")
     base = Path(source).resolve().parent if source and Path(source).is_file() else None
     out = tuple(resolve_plugin(v.strip(), base) for v in value)
     import_plugins(out)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from compbench.bench.tracks.lm_calibration import calibration_windows
-from compbench.models.lm import decoder_body, log_probs, softcap
+from compbench.models.causal_lm import decoder_body, log_probs, softcap
 
 HEAL_CONTEXT = 256
 HEAL_WINDOWS = 64

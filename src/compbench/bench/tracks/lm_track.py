@@ -43,9 +43,9 @@ from compbench.bench.cell.lifecycle import CellFailed, Outcome, Subject
 from compbench.bench.tracks.lm_calibration import ensure_counts
 from compbench.bench.tracks.lm_heal import heal
 from compbench.bench.tracks.lm_settings import lm_mode
+from compbench.checksums import sha256_file
 from compbench.datasets.frequencies import load_token_frequencies
-from compbench.hashing import sha256_file
-from compbench.models.lm import hidden_states, lm_cache_dir, load_lm, log_probs, softcap
+from compbench.models.causal_lm import hidden_states, lm_cache_dir, load_lm, log_probs, softcap
 from compbench.stats import Items
 
 POSITION_CHUNK = 128  #: positions per log-softmax block (bounds memory on a 262,144-token vocabulary)

@@ -26,9 +26,9 @@ from compbench.bench.cell.lifecycle import Outcome, Subject
 from compbench.bench.measure.core import Stopwatch
 from compbench.bench.tracks.posthoc_track import get_encoder
 from compbench.bench.tracks.table_track import TableHooks
+from compbench.checksums import sha256_file
 from compbench.config import cache_dir  # noqa: E402,F401 - the caches' folder lives in config (one place)
 from compbench.errors import DataError
-from compbench.hashing import sha256_file
 from compbench.tasks.store import StoreContext, corpus_sha256
 
 

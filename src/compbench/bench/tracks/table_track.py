@@ -64,7 +64,7 @@ class TableHooks(ABC):
 
 class UserTableHooks(TableHooks):
     """The ``table`` track: a user's table (``--table FILE``, :mod:`compbench.datasets.user_table`), scored by
-    :class:`compbench.tasks.table.TableFidelity`. No dense reference (fidelity is to the table itself)."""
+    :class:`compbench.tasks.table_fidelity.TableFidelity`. No dense reference (fidelity is to the table itself)."""
 
     def load(self, ctx: Any) -> Subject:
         """Read and validate the user's table."""

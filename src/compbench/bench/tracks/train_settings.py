@@ -13,7 +13,7 @@ from typing import Any
 
 from compbench.errors import DataError, UsageError
 from compbench.models.classifier import BackboneConfig
-from compbench.models.registry import named_model
+from compbench.models.model_registry import named_model
 from compbench.tasks.train import TrainRecipe, TrainTask
 
 DEFAULT_D_MODEL = BackboneConfig().d_model

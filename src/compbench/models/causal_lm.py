@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
+from compbench.checksums import file_lock, sha256_file
 from compbench.config import cache_dir
 from compbench.errors import DataError, UsageError
-from compbench.hashing import file_lock, sha256_file
 
 MARKER = ".compbench-lm.json"
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from compbench.stats import Items
-from compbench.tasks.base import Task, TaskCard
 from compbench.tasks.posthoc import table_fidelity
+from compbench.tasks.task_base import Task, TaskCard
 
 
 class TableFidelity(Task):

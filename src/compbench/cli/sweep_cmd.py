@@ -21,8 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from compbench.bench.cell.input_checks import check_seeds, check_threads
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.validate import check_seeds, check_threads
 from compbench.cli.common import console, err_console, handle_errors
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import default_results_dir

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from compbench.bench.cell.input_checks import check_seed, check_threads
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.validate import check_seed, check_threads
 from compbench.cli.common import console, handle_errors, parse_options
 from compbench.cli.types import BATCH_SIZE, PATH
 from compbench.config import default_results_dir

@@ -15,14 +15,22 @@ own bytes: the harness measures the returned module (``bench.cell.accounting``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from compbench.errors import TrackError, UnattainableBudgetError, UsageError, quoted
-from compbench.methods.options import BOOL_WORDS, OptionRange, canonical_options
+from compbench.methods.options import (
+    BOOL_WORDS,
+    MethodOptions,
+    OptionRange,
+    canonical_options,
+    option_help,
+    option_ranges,
+    validate_options,
+)
 
 MODES = ("posthoc", "train")
 
@@ -37,7 +45,9 @@ class MethodCard:
     reference: str
     modes: tuple[str, ...]
     description: str = ""
-    options: Mapping[str, str] = field(default_factory=dict)  # option name -> help
+    # option name -> help with default and valid values: derived from the method's ``Options`` model (never
+    # written by hand for a method that declares one; see compbench.methods.options)
+    options: Mapping[str, str] = field(default_factory=dict)
     # train track: "random" (build() initialises from scratch) or "pretrained" (build() receives the
     # pretrained MiniLM token table as init_table, e.g. ADE's stage-1 distillation)
     train_init: str = "random"
@@ -123,26 +133,46 @@ class DenseEmbedding(CompressedEmbedding):
 
 
 class Method:
-    """Base class for registry methods. Subclasses set ``card`` and implement configure + compress/build.
+    """Base class for registry methods. Subclasses set ``card`` and ``Options`` and implement configure +
+    compress/build (and, when they have one, ``tuning_space``).
 
     Args:
         **options: user overrides of hyperparameters (``--option key=value`` on the CLI); they are
-            validated against ``card.options`` and recorded in the config.
+            validated by the method's ``Options`` model and recorded in the config.
     """
 
     card: ClassVar[MethodCard]
-    # the valid values of every numeric option of the card (option name -> range); checked at construction,
-    # so an out-of-range value (``-o rank=-5``) fails before any work (see compbench.methods.options)
+    #: the method's options, declared once: one typed field per option with its default, help and valid values
+    #: (:class:`compbench.methods.options.MethodOptions`). ``card.options`` and ``option_ranges`` derive from it.
+    Options: ClassVar[type[MethodOptions] | None] = None
+    # the valid values of every numeric option (option name -> range), derived from ``Options``; checked at
+    # construction, so an out-of-range value (``-o rank=-5``) fails before any work (see compbench.methods.options)
     option_ranges: ClassVar[Mapping[str, OptionRange]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive the card's option help and the option ranges from ``Options`` (the one declaration)."""
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("Options") or getattr(cls, "Options", None)
+        if model is None:
+            return  # a method written against the older contract: card.options + option_ranges by hand
+        card = cls.__dict__.get("card")
+        if card is not None and card.options and dict(card.options) != option_help(model):  # a parent's card reused
+            raise TypeError(f"method '{card.name}' declares its options in an Options model: its card must not "
+                            "list them again")
+        cls.option_ranges = option_ranges(model)
+        if hasattr(cls, "card"):
+            cls.card = replace(cls.card, options=option_help(model))
 
     def __init__(self, **options: Any):
         options = canonical_options(self.card.name, options, self.option_ranges)
-        unknown = sorted(set(options) - set(self.card.options))
+        unknown = sorted(set(options) - set(self.card.options))  # card.options: derived from Options when declared
         if unknown:
             known = ", ".join(sorted(self.card.options)) or "none"
             raise UsageError(f"method '{self.card.name}' has no option(s) {', '.join(quoted(u) for u in unknown)} "
                              f"(options: {known})")
-        self.options = options  # canonical: one spelling per value (see compbench.methods.options)
+        if self.Options is not None:
+            self.opts = validate_options(self.card.name, self.Options, options)  # typed values, defaults filled
+        self.options = options  # canonical: one spelling per value, only what the user gave
 
     # -- budget -> hyperparameters -----------------------------------------
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
@@ -199,8 +229,31 @@ class Method:
         module itself and the dense table (e.g. ADE's naive two-stage lookup); none by default."""
         return {}
 
-    def option(self, key: str, default: Any) -> Any:
-        """A user option cast to the type of ``default``."""
+    def tuning_space(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> list[dict[str, Any]]:
+        """Candidate option sets for tuning at this budget on validation data (``--tune``; at most 12, the default
+        first, see ``bench/cell/tuning.py``); empty (the default) when the method declares no tuning space."""
+        return []
+
+    def has_tuning_space(self) -> bool:
+        """Whether the method declares a tuning space (overrides :meth:`tuning_space`)."""
+        return type(self).tuning_space is not Method.tuning_space
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option's value for this instance, the user's or the declared default (what ``run --dry-run``
+        shows); only the user's options for a method that declares no ``Options`` model."""
+        if self.Options is None:
+            return dict(self.options)
+        return self.opts.model_dump()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """The value of option ``key``: the user's, else the default declared in ``Options`` (typed by the model).
+
+        ``default`` is only for methods that declare no ``Options`` model (the older contract): the user value is
+        then cast to the type of ``default``."""
+        if self.Options is not None:
+            if key not in self.Options.model_fields:
+                raise KeyError(f"method '{self.card.name}' declares no option '{key}' in its Options")
+            return getattr(self.opts, key)
         if key not in self.options:
             return default
         value = self.options[key]

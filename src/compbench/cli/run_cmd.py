@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from compbench.bench.cell.input_checks import check_seed, check_seeds, check_threads
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.validate import check_seed, check_seeds, check_threads
 from compbench.cli.common import console, err_console, handle_errors, parse_options
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import RunConfig, default_results_dir
@@ -267,6 +267,10 @@ def print_plan(plan: Any, as_json: bool = False) -> None:
     t.add_column("value", overflow="fold")
     opts = f"  {json.dumps(d['options'], sort_keys=True)}" if d["options"] else ""
     t.add_row("method", escape(f"{d['method']} v{d['method_version']}{opts}"))
+    resolved = d.get("resolved_options") or {}
+    if resolved:  # every option's value: the user's (marked *) or the declared default
+        t.add_row("options", escape(", ".join(f"{k}={v}{'*' if k in d['options'] else ''}"
+                                              for k, v in sorted(resolved.items()))))
     t.add_row("track", escape(d["track"]))
     t.add_row("task", escape(f"{d['task']} v{d['task_version']}"))
     if d["allowed_bytes"] is not None:

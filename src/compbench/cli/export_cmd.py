@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from compbench.bench.cell.input_checks import check_seed, check_threads
 from compbench.bench.cell.plugins import import_plugins
-from compbench.bench.cell.validate import check_seed, check_threads
 from compbench.cli.common import console, err_console, handle_errors, parse_options
-from compbench.cli.run import table_track, with_frequencies
+from compbench.cli.run_cmd import table_track, with_frequencies
 from compbench.cli.types import PATH
 from compbench.config import RunConfig, default_results_dir
 

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
 from compbench.cli.common import console, handle_errors
-from compbench.cli.run import print_record
+from compbench.cli.run_cmd import print_record
 from compbench.cli.types import PATH
 from compbench.datasets import get_dataset_card, list_datasets
 from compbench.errors import UsageError, quoted
 from compbench.tasks import TASKS, get_task
-from compbench.tasks.base import TRACKS
+from compbench.tasks.task_base import TRACKS
+
+
+def options_table(model: Any) -> Table:
+    """A method's options as its ``Options`` model declares them: name, default, valid values, help."""
+    from compbench.methods.options import field_range, type_words  # heavy: torch
+
+    t = Table(title="options (-o key=value)", title_justify="left")
+    for col in ("option", "default", "valid values", "help"):
+        t.add_column(col, overflow="fold", style="cyan" if col == "option" else None)
+    for key, info in model.model_fields.items():
+        rng = field_range(info)
+        valid = rng.describe() if rng is not None else type_words(info)
+        default = "chosen for the budget" if info.default is None else str(info.default)
+        t.add_row(escape(f"-o {key}"), escape(default), escape(valid), escape(info.description or ""))
+    return t
 
 
 @click.command(name="list")
@@ -28,16 +44,21 @@ def list_cmd(what: str, name: str | None, track: str | None) -> None:
     if what == "methods" and name is not None:
         from compbench.methods import get_method_class  # heavy: torch
 
-        c = get_method_class(name).card  # unknown names: one line with a suggestion
+        cls = get_method_class(name)  # unknown names: one line with a suggestion
+        c = cls.card
         t = Table(title=f"[bold]{escape(c.name)}[/] v{c.version}", show_header=False, title_justify="left")
         t.add_column("field", style="cyan")
         t.add_column("value", overflow="fold")
         for field_name, value in (("family", c.family), ("tracks", ", ".join(c.modes)), ("reference", c.reference),
                                   ("description", c.description)):
             t.add_row(field_name, escape(str(value)))
-        for opt, text in sorted((c.options or {}).items()):
-            t.add_row(f"-o {escape(opt)}", escape(str(text)))
+        model = getattr(cls, "Options", None)
+        if model is None:  # a method without an Options model (the older contract): its card's help
+            for opt, text in sorted((c.options or {}).items()):
+                t.add_row(f"-o {escape(opt)}", escape(str(text)))
         console.print(t)
+        if model is not None and model.model_fields:
+            console.print(options_table(model))
         return
     if name is not None:
         raise UsageError(f"'compbench list {what} NAME' is for methods only")

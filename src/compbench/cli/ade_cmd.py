@@ -2,7 +2,7 @@
 
 It is one ordinary cell (``ade`` on the posthoc ``fidelity`` task) run through the harness' lifecycle, so it
 writes a record like every other cell; the lifecycle times the VP module, the dense table and ADE's naive
-two-stage lookup (the method's :meth:`~compbench.methods.base.Method.lookup_variants`) in one rotation
+two-stage lookup (the method's :meth:`~compbench.methods.method_base.Method.lookup_variants`) in one rotation
 on the same ids, and checks that VP and naive outputs are bitwise equal.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from compbench.bench.cell.validate import check_seed, check_threads
+from compbench.bench.cell.input_checks import check_seed, check_threads
 from compbench.cli.common import console, handle_errors, quiet_libraries
 from compbench.cli.types import PATH
 from compbench.config import RunConfig, default_results_dir

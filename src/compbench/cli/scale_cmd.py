@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from compbench.cli.common import console, handle_errors
-from compbench.cli.sweep import sweep
+from compbench.cli.sweep_cmd import sweep
 from compbench.cli.types import PATH, SECONDS
 from compbench.config import default_results_dir
 from compbench.errors import UsageError
