@@ -105,18 +105,23 @@ def _card(name: str, desc: str, reference: str = QUANT_REFERENCE) -> MethodCard:
                       modes=("posthoc",), description=desc)
 
 
+def group_size(method: Method, d: int) -> int:
+    """The method's ``group_size`` option for a ``d``-wide table: ``d`` when unset, else a divisor of ``d``."""
+    g = method.option("group_size")
+    if g is None:
+        return d
+    if d % g:
+        raise UsageError(f"option group_size={g} of method '{method.card.name}' must be a positive divisor of d={d}")
+    return int(g)
+
+
 class _IntQuant(_Quant):
     class Options(_Quant.Options):
         # a divisor of d: checked in configure
         group_size: int | None = opt(None, "columns per scale group (unset: the whole row)", at_least(1))
 
     def _group(self, d: int) -> int:
-        g = self.option("group_size")
-        if g is None:
-            return d
-        if d % g:
-            raise UsageError(f"group_size={g} must be a positive divisor of d={d}")
-        return g
+        return group_size(self, d)
 
     def _config(self, d: int) -> dict[str, Any]:
         return {"bits": self.bits, "group_size": self._group(d), "scheme": "affine-minmax", "scale_dtype": "float32"}

@@ -32,12 +32,11 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BeforeValidator
 
-from compbench.errors import UsageError
 from compbench.methods import METHODS
 from compbench.methods.bitstring import pack_rows, row_bytes, unpack_rows
 from compbench.methods.method_base import CompressedEmbedding, Method, MethodCard
 from compbench.methods.options import MethodOptions, at_least, opt
-from compbench.methods.quant import QUANT_REFERENCE
+from compbench.methods.quant import QUANT_REFERENCE, group_size
 from compbench.methods.streaming import row_blocks, rows_per_block
 
 SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -130,12 +129,7 @@ class Quant(Method):
                                      at_least(1))
 
     def _group(self, d: int) -> int:
-        g = self.option("group_size")
-        if g is None:
-            return d
-        if d % g:
-            raise UsageError(f"option group_size={g} of method 'quant' must be a positive divisor of d={d}")
-        return g
+        return group_size(self, d)
 
     def _scale_options(self) -> list[str]:
         name = self.option("scale_dtype")
