@@ -23,7 +23,7 @@ from compbench.bench.cell.plan import (
 )
 from compbench.bench.results.record import to_json
 from compbench.bench.results.record_store import ResultStore
-from compbench.bench.sweeps.suite import apply_overrides, expand, list_suites, load_suite, parse_suite
+from compbench.bench.sweeps.suite import apply_overrides, expand, list_suites, load_suite, parse_suite, validate_names
 from compbench.bench.sweeps.sweep import make_executor, run_sweep
 from compbench.cli import main
 from compbench.errors import UnknownNameError, UsageError
@@ -445,3 +445,17 @@ def test_the_suite_schema_keeps_scalars_and_defaults() -> None:
     g0, g1 = suite.grids
     assert g0.methods == ("svd",) and g0.budgets == ("40x",) and g1.budgets == ("10x",)
     assert g0.seeds == (1,) and g0.max_fit_seconds is None and g1.tasks[0].name == "stsb"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_committed_benchmark_suite_is_valid(path: Path) -> None:
+    """The committed grids (benchmarks/*.yaml) load, name known methods with valid options and budgets, and plan
+    distinct cells: a typo in one would otherwise surface hours into a sweep."""
+    suite = load_suite(path)
+    validate_names(suite)
+    cells = expand(suite)
+    assert cells, f"{path.name} plans no cell"
+    keys = [(c.track, c.task, c.method, c.budget, c.device, c.threads, c.seed, json.dumps(c.extra, sort_keys=True),
+             json.dumps(dict(c.options), sort_keys=True), c.model) for c in cells]
+    assert len(set(keys)) == len(keys), f"{path.name} plans a cell twice"
