@@ -232,3 +232,26 @@ def test_the_lm_table_script_reads_the_committed_records() -> None:
     table = lm_table.rows(REPO / "results", None)
     assert {r["mode"] for r in table} >= {"input", "tied"}
     assert all(r["lo"] <= r["ppl"] <= r["hi"] for r in table if r["lo"] is not None)
+
+
+def test_healing_trains_only_the_stored_tensors(tiny_table: torch.Tensor) -> None:
+    """Healing trains what the budget counted: floating tensors of the state_dict. A derived, non-persistent
+    buffer (RaBitQ's seeded rotation, 0 stored bytes) stays as it is: a trained rotation would be state that no
+    byte count and no export holds. Integer codes stay fixed too."""
+    from torch import nn
+
+    from compbench.bench.tracks.lm_heal import trainable_tensors
+    from compbench.methods import get_method
+
+    class Module(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(3))
+            self.register_buffer("scale", torch.ones(3))
+            self.register_buffer("derived", torch.ones(3), persistent=False)
+            self.register_buffer("codes", torch.zeros(3, dtype=torch.uint8))
+
+    assert sorted(trainable_tensors(Module())) == ["scale", "weight"]
+    method = get_method("rabitq")
+    mod = method.compress(tiny_table, method.configure(300, 48, 300 * 48 * 4 // 8), seed=0)
+    assert hasattr(mod, "rotation") and sorted(trainable_tensors(mod)) == ["center"]

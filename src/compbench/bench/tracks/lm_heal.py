@@ -1,9 +1,11 @@
 """Healing on the ``lm`` track (``--heal STEPS``): after compression, train only the compressed module's own
 floating-point tensors to match the dense model's next-token distribution, with the LM frozen.
 
-What is trained: every floating-point parameter *and* floating-point buffer of the module (codebooks, scales,
+What is trained: every floating-point tensor of the module's ``state_dict`` (its stored form: codebooks, scales,
 factors, anchor tables, decoder weights), as fp32 copies; integer tensors (codes, indices, assignments) stay
-fixed, so the structure the budget counted does not change. After the last step each tensor is written back
+fixed, so the structure the budget counted does not change. Non-persistent buffers are derived, not stored (a
+rotation recomputed from its seed, positional tables): training one would give the healed module state that
+no byte count and no export holds, so they stay as they are. After the last step each tensor is written back
 at its stored dtype (an fp16 codebook stays fp16), so the module's stored bytes are exactly those of the
 unhealed module; the lifecycle counts them again after the fit.
 
@@ -37,11 +39,13 @@ HEAL_LR = 1e-3
 
 
 def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The module's floating-point parameters and buffers, by name (shared tensors once)."""
+    """The module's stored floating-point tensors by name: parameters and persistent buffers, i.e. what its
+    ``state_dict`` holds (shared tensors once); derived, non-persistent buffers are left out."""
+    stored = set(module.state_dict(keep_vars=True))
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
-        if t.is_floating_point() and id(t) not in seen:
+        if name in stored and t.is_floating_point() and id(t) not in seen:
             seen.add(id(t))
             out[name] = t
     return out
