@@ -231,7 +231,10 @@ def test_the_lm_table_script_reads_the_committed_records() -> None:
         sys.path.pop(0)
     table = lm_table.rows(REPO / "results", None)
     assert {r["mode"] for r in table} >= {"input", "tied"}
-    assert all(r["lo"] <= r["ppl"] <= r["hi"] for r in table if r["lo"] is not None)
+    # up to the records' rounding (NLL and its interval to 4 decimals: exp of it within 1e-4 relative), so a
+    # degenerate interval (every window the same NLL, e.g. a head that gives a uniform distribution) still passes
+    tol = 1e-4
+    assert all(r["lo"] * (1 - tol) <= r["ppl"] <= r["hi"] * (1 + tol) for r in table if r["lo"] is not None)
 
 
 def test_healing_trains_only_the_stored_tensors(tiny_table: torch.Tensor) -> None:
