@@ -17,6 +17,7 @@ Each has a fixed size, so each meets exactly the budgets at or above its size;
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -79,15 +80,18 @@ class CastEmbedding(CompressedEmbedding):
         return x * self.scale[ids].unsqueeze(-1) if self.has_scale else x
 
 
-class _Quant(Method):
+class _Quant(Method, metaclass=ABCMeta):
+    """The fixed-size scalar codes: a subclass gives its exact ``size`` and its ``_config``; ``configure`` meets a
+    budget at or above that size and refuses a smaller one."""
+
     bits: ClassVar[int]
 
     class Options(MethodOptions):
         """No options (the fixed-size entries without groups: quant-binary, quant-fp16)."""
 
+    @abstractmethod
     def size(self, num_embeddings: int, embedding_dim: int) -> int:
         """Exact stored bytes for a V x d table."""
-        raise NotImplementedError
 
     def configure(self, num_embeddings: int, embedding_dim: int, budget_bytes: int) -> dict[str, Any]:
         need = self.size(num_embeddings, embedding_dim)
@@ -95,8 +99,9 @@ class _Quant(Method):
             raise self.unattainable(num_embeddings, embedding_dim, budget_bytes, need)
         return self._config(embedding_dim)
 
+    @abstractmethod
     def _config(self, d: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The configuration recorded for a ``d``-wide table (bits, scale layout)."""
 
 
 def _card(name: str, desc: str, reference: str = QUANT_REFERENCE) -> MethodCard:
